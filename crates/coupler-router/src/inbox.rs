@@ -1,0 +1,184 @@
+//! Bounded inboxes, one per target entity, each with an explicit when-full policy.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use coupler_model::Entity;
+use tokio::sync::Notify;
+
+use crate::Message;
+
+/// What an inbox does with a new message when it is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Drop the oldest queued message to make room (Greengrass's behaviour).
+    DropOldest,
+    /// Drop the new message.
+    DropNewest,
+    /// Wait up to `deadline` for room, then drop the new message.
+    Block { deadline: Duration },
+}
+
+/// Capacity and policy of an inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxConfig {
+    pub capacity: usize,
+    pub when_full: WhenFull,
+}
+
+impl Default for InboxConfig {
+    /// 1024 messages (Greengrass's `maxWorkItemCount` default), dropping the oldest.
+    fn default() -> Self {
+        Self {
+            capacity: 1024,
+            when_full: WhenFull::DropOldest,
+        }
+    }
+}
+
+/// The outcome of putting one message into an inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Push {
+    Queued,
+    /// Queued, and this older message was dropped to make room.
+    DisplacedOldest(Message),
+    /// Not queued: the inbox is full and drops new messages.
+    Rejected(Message),
+    /// Not queued yet: the inbox is full and the policy says wait.
+    MustWait(Message),
+}
+
+/// A bounded queue of messages for one target.
+#[derive(Debug)]
+pub struct Inbox {
+    entity: Entity,
+    config: InboxConfig,
+    queue: Mutex<VecDeque<Message>>,
+    readable: Notify,
+    writable: Notify,
+    delivered: AtomicU64,
+}
+
+impl Inbox {
+    pub(crate) fn new(entity: Entity, config: InboxConfig) -> Arc<Self> {
+        let capacity = config.capacity.max(1);
+        Arc::new(Self {
+            entity,
+            config: InboxConfig { capacity, ..config },
+            // Allocated once, so a push never allocates.
+            queue: Mutex::new(VecDeque::with_capacity(capacity)),
+            readable: Notify::new(),
+            writable: Notify::new(),
+            delivered: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Message>> {
+        // A panic while holding this lock cannot leave the deque inconsistent.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn entity(&self) -> &Entity {
+        &self.entity
+    }
+
+    pub fn config(&self) -> InboxConfig {
+        self.config
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Messages accepted into this inbox so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn push(&self, msg: Message) -> Push {
+        let outcome = {
+            let mut q = self.lock();
+            if q.len() < self.config.capacity {
+                q.push_back(msg);
+                Push::Queued
+            } else {
+                match self.config.when_full {
+                    WhenFull::DropOldest => {
+                        let old = q.pop_front();
+                        q.push_back(msg);
+                        match old {
+                            Some(old) => Push::DisplacedOldest(old),
+                            None => Push::Queued,
+                        }
+                    }
+                    WhenFull::DropNewest => return Push::Rejected(msg),
+                    WhenFull::Block { .. } => return Push::MustWait(msg),
+                }
+            }
+        };
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        self.readable.notify_one();
+        outcome
+    }
+
+    /// Wait for room up to the policy's deadline, then queue; gives the message back if the
+    /// deadline passed.
+    pub(crate) async fn push_waiting(&self, mut msg: Message) -> Result<(), Message> {
+        let WhenFull::Block { deadline } = self.config.when_full else {
+            return match self.push(msg) {
+                Push::Rejected(m) | Push::MustWait(m) => Err(m),
+                _ => Ok(()),
+            };
+        };
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let room = self.writable.notified();
+            match self.push(msg) {
+                Push::MustWait(m) => msg = m,
+                _ => return Ok(()),
+            }
+            if tokio::time::timeout_at(until, room).await.is_err() {
+                return match self.push(msg) {
+                    Push::MustWait(m) => Err(m),
+                    _ => Ok(()),
+                };
+            }
+        }
+    }
+
+    /// Take the oldest message, if any.
+    pub fn try_recv(&self) -> Option<Message> {
+        let m = self.lock().pop_front();
+        if m.is_some() {
+            self.writable.notify_one();
+        }
+        m
+    }
+
+    /// Wait for the next message.
+    pub async fn recv(&self) -> Message {
+        loop {
+            let ready = self.readable.notified();
+            if let Some(m) = self.try_recv() {
+                return m;
+            }
+            ready.await;
+        }
+    }
+
+    /// Take every waiting message.
+    pub fn drain(&self) -> Vec<Message> {
+        let out: Vec<Message> = self.lock().drain(..).collect();
+        if !out.is_empty() {
+            self.writable.notify_waiters();
+        }
+        out
+    }
+}

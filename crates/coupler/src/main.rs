@@ -1,0 +1,40 @@
+//! `coupler`: the command line. Wiring only; the work lives in the library crates.
+
+// This is the CLI: printing is its job.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod connectors;
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Coupler runs AWS IoT Greengrass Core v1 groups (connectors, Lambda functions, devices,
+/// subscriptions) on any Linux device, in one small binary.
+#[derive(Debug, Parser)]
+#[command(name = "coupler", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a group bundle offline against the Greengrass rules.
+    ///
+    /// Exit status: 0 when the group is valid, 1 when it is not (every problem is printed
+    /// with its path), 2 when the file cannot be read as JSON or YAML.
+    Validate(validate::Args),
+    /// The catalog of Greengrass connectors: what exists and what this core runs.
+    #[command(subcommand)]
+    Connectors(connectors::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate(args) => validate::run(&args),
+        Command::Connectors(cmd) => connectors::run(&cmd),
+    }
+}
