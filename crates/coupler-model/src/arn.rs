@@ -78,10 +78,7 @@ fn require_region(parts: &Parts<'_>, err: &impl Fn(String) -> ArnError) -> Resul
 
 fn require_account(parts: &Parts<'_>, err: &impl Fn(String) -> ArnError) -> Result<(), ArnError> {
     if parts.account.len() != 12 || !parts.account.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(err(format!(
-            "account {:?} is not 12 digits",
-            parts.account
-        )));
+        return Err(err(format!("account {:?} is not 12 digits", parts.account)));
     }
     Ok(())
 }
@@ -90,8 +87,7 @@ fn require_account(parts: &Parts<'_>, err: &impl Fn(String) -> ArnError) -> Resu
 pub fn is_valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'))
 }
 
@@ -373,7 +369,8 @@ impl DefinitionVersionArn {
         let (parts, err) = split("definition version", text, "greengrass")?;
         require_region(&parts, &err)?;
         require_account(&parts, &err)?;
-        let shape = || err("the resource must be /greengrass/definition/KIND/ID/versions/VERSION".into());
+        let shape =
+            || err("the resource must be /greengrass/definition/KIND/ID/versions/VERSION".into());
         let rest = parts
             .resource
             .strip_prefix("/greengrass/definition/")
@@ -442,7 +439,9 @@ impl SecretArn {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b))
         {
-            return Err(err(format!("secret name {name:?} has characters Secrets Manager does not allow")));
+            return Err(err(format!(
+                "secret name {name:?} has characters Secrets Manager does not allow"
+            )));
         }
         Ok(Self {
             text: text.to_owned(),
@@ -465,7 +464,10 @@ mod tests {
     fn thing() {
         let a = ThingArn::parse("arn:aws:iot:us-east-1:123456789012:thing/core-1").unwrap();
         assert_eq!(a.thing_name(), "core-1");
-        assert_eq!(a.to_string(), "arn:aws:iot:us-east-1:123456789012:thing/core-1");
+        assert_eq!(
+            a.to_string(),
+            "arn:aws:iot:us-east-1:123456789012:thing/core-1"
+        );
         let e = ThingArn::parse("arn:aws:iot:us-east-1:1234:thing/x").unwrap_err();
         assert!(e.to_string().contains("12 digits"), "{e}");
         assert!(ThingArn::parse("arn:aws:iot:us-east-1:123456789012:thing/").is_err());
@@ -475,12 +477,14 @@ mod tests {
 
     #[test]
     fn lambda() {
-        let a = LambdaArn::parse("arn:aws:lambda:us-east-1:123456789012:function:Temp:prod").unwrap();
+        let a =
+            LambdaArn::parse("arn:aws:lambda:us-east-1:123456789012:function:Temp:prod").unwrap();
         assert_eq!(a.function_name(), "Temp");
         assert_eq!(a.qualifier(), Some(&Qualifier::Alias("prod".into())));
         let v = LambdaArn::parse("arn:aws:lambda:us-east-1:123456789012:function:Temp:3").unwrap();
         assert_eq!(v.qualifier(), Some(&Qualifier::Version(3)));
-        let l = LambdaArn::parse("arn:aws:lambda:us-east-1:123456789012:function:Temp:$LATEST").unwrap();
+        let l = LambdaArn::parse("arn:aws:lambda:us-east-1:123456789012:function:Temp:$LATEST")
+            .unwrap();
         assert_eq!(l.qualifier(), Some(&Qualifier::Latest));
         let bare = LambdaArn::parse("arn:aws:lambda:us-east-1:123456789012:function:Temp").unwrap();
         assert_eq!(bare.qualifier(), None);
@@ -492,13 +496,31 @@ mod tests {
 
     #[test]
     fn connector() {
-        let a = ConnectorArn::parse("arn:aws:greengrass:us-west-2::/connectors/TwilioNotifications/versions/4").unwrap();
-        assert_eq!((a.connector_name(), a.version()), ("TwilioNotifications", 4));
-        assert!(ConnectorArn::parse("arn:aws:greengrass:us-west-2::/connectors/X/versions/0").is_err());
-        assert!(ConnectorArn::parse("arn:aws:greengrass:us-west-2::/connectors/X/versions/+1").is_err());
-        let e = ConnectorArn::parse("arn:aws:greengrass:us-west-2:123456789012:/connectors/X/versions/1").unwrap_err();
+        let a = ConnectorArn::parse(
+            "arn:aws:greengrass:us-west-2::/connectors/TwilioNotifications/versions/4",
+        )
+        .unwrap();
+        assert_eq!(
+            (a.connector_name(), a.version()),
+            ("TwilioNotifications", 4)
+        );
+        assert!(
+            ConnectorArn::parse("arn:aws:greengrass:us-west-2::/connectors/X/versions/0").is_err()
+        );
+        assert!(
+            ConnectorArn::parse("arn:aws:greengrass:us-west-2::/connectors/X/versions/+1").is_err()
+        );
+        let e = ConnectorArn::parse(
+            "arn:aws:greengrass:us-west-2:123456789012:/connectors/X/versions/1",
+        )
+        .unwrap_err();
         assert!(e.reason.contains("account field must be empty"));
-        assert!(ConnectorArn::parse("arn:aws:greengrass:us-west-2::/connectors/ImageClassificationx86-64/versions/2").is_ok());
+        assert!(
+            ConnectorArn::parse(
+                "arn:aws:greengrass:us-west-2::/connectors/ImageClassificationx86-64/versions/2"
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -514,6 +536,9 @@ mod tests {
     fn secret() {
         let a = SecretArn::parse("arn:aws:secretsmanager:us-west-2:123456789012:secret:greengrass-TwilioAuthToken-ntSlp6").unwrap();
         assert_eq!(a.secret_name(), "greengrass-TwilioAuthToken");
-        assert!(SecretArn::parse("arn:aws:secretsmanager:us-west-2:123456789012:secret:greengrass-x").is_err());
+        assert!(
+            SecretArn::parse("arn:aws:secretsmanager:us-west-2:123456789012:secret:greengrass-x")
+                .is_err()
+        );
     }
 }

@@ -262,19 +262,20 @@ impl Catalog {
                     regex,
                 });
             }
-            let parse_topics = |list: &'_ [TopicSpec]| -> Result<Vec<(TopicSpec, TopicFilter)>, CatalogError> {
-                list.iter()
-                    .map(|t| {
-                        TopicFilter::parse(&t.topic)
-                            .map(|f| (t.clone(), f))
-                            .map_err(|error| CatalogError::Topic {
-                                connector: c.name.clone(),
-                                topic: t.topic.clone(),
-                                error,
-                            })
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            };
+            let parse_topics =
+                |list: &'_ [TopicSpec]| -> Result<Vec<(TopicSpec, TopicFilter)>, CatalogError> {
+                    list.iter()
+                        .map(|t| {
+                            TopicFilter::parse(&t.topic)
+                                .map(|f| (t.clone(), f))
+                                .map_err(|error| CatalogError::Topic {
+                                    connector: c.name.clone(),
+                                    topic: t.topic.clone(),
+                                    error,
+                                })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                };
             let inputs = parse_topics(&c.inputs)?;
             let outputs = parse_topics(&c.outputs)?;
             for v in &c.versions {

@@ -272,17 +272,35 @@ mod tests {
 
     #[test]
     fn names_reject_wildcards_and_bounds() {
-        assert_eq!(TopicName::parse("a/+"), Err(TopicError::WildcardInName('+')));
-        assert_eq!(TopicName::parse("a/#"), Err(TopicError::WildcardInName('#')));
+        assert_eq!(
+            TopicName::parse("a/+"),
+            Err(TopicError::WildcardInName('+'))
+        );
+        assert_eq!(
+            TopicName::parse("a/#"),
+            Err(TopicError::WildcardInName('#'))
+        );
         assert_eq!(TopicName::parse(""), Err(TopicError::Empty));
         assert_eq!(TopicName::parse("a\0b"), Err(TopicError::Nul));
-        assert_eq!(TopicName::parse(&"x".repeat(257)), Err(TopicError::TooLong(257)));
+        assert_eq!(
+            TopicName::parse(&"x".repeat(257)),
+            Err(TopicError::TooLong(257))
+        );
         assert!(TopicName::parse(&"x".repeat(256)).is_ok());
-        assert_eq!(TopicName::parse("1/2/3/4/5/6/7/8/9"), Err(TopicError::TooDeep(8)));
+        assert_eq!(
+            TopicName::parse("1/2/3/4/5/6/7/8/9"),
+            Err(TopicError::TooDeep(8))
+        );
         assert!(TopicName::parse("1/2/3/4/5/6/7/8").is_ok());
-        assert_eq!(TopicName::from_bytes(&[0xff, 0x61]), Err(TopicError::NotUtf8));
+        assert_eq!(
+            TopicName::from_bytes(&[0xff, 0x61]),
+            Err(TopicError::NotUtf8)
+        );
         // The limit counts bytes, not characters.
-        assert_eq!(TopicName::parse(&"é".repeat(129)), Err(TopicError::TooLong(258)));
+        assert_eq!(
+            TopicName::parse(&"é".repeat(129)),
+            Err(TopicError::TooLong(258))
+        );
     }
 
     #[test]
@@ -290,7 +308,15 @@ mod tests {
         assert_eq!(TopicFilter::parse("a/#/b"), Err(TopicError::MisplacedHash));
         assert_eq!(TopicFilter::parse("a#"), Err(TopicError::MisplacedHash));
         assert_eq!(TopicFilter::parse("a/b+"), Err(TopicError::MisplacedPlus));
-        for ok in ["#", "+", "+/+", "a/+/c/#", "/", "a//b", "$aws/things/+/shadow/#"] {
+        for ok in [
+            "#",
+            "+",
+            "+/+",
+            "a/+/c/#",
+            "/",
+            "a//b",
+            "$aws/things/+/shadow/#",
+        ] {
             assert!(TopicFilter::parse(ok).is_ok(), "{ok}");
         }
     }

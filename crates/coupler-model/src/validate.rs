@@ -136,7 +136,8 @@ impl ValidatedGroup {
 }
 
 /// Greengrass system functions that a function definition may configure.
-const CONFIGURABLE_SYSTEM_FUNCTIONS: [&str; 3] = ["GGIPDetector", "GGCloudSpooler", "GGStreamManager"];
+const CONFIGURABLE_SYSTEM_FUNCTIONS: [&str; 3] =
+    ["GGIPDetector", "GGCloudSpooler", "GGStreamManager"];
 /// System functions whose `Execution` settings Greengrass rejects.
 const NO_EXECUTION_SYSTEM_FUNCTIONS: [&str; 2] = ["GGIPDetector", "GGCloudSpooler"];
 
@@ -188,8 +189,12 @@ struct ResourceInfo<'a> {
 
 fn resource_kind(c: &api::ResourceDataContainer) -> Option<ResourceKind> {
     let kinds = [
-        c.local_device_resource_data.as_ref().map(|_| ResourceKind::LocalDevice),
-        c.local_volume_resource_data.as_ref().map(|_| ResourceKind::LocalVolume),
+        c.local_device_resource_data
+            .as_ref()
+            .map(|_| ResourceKind::LocalDevice),
+        c.local_volume_resource_data
+            .as_ref()
+            .map(|_| ResourceKind::LocalVolume),
         c.s3_machine_learning_model_resource_data
             .as_ref()
             .map(|_| ResourceKind::MachineLearning),
@@ -202,11 +207,18 @@ fn resource_kind(c: &api::ResourceDataContainer) -> Option<ResourceKind> {
     ];
     let mut present = kinds.into_iter().flatten();
     let first = present.next();
-    if present.next().is_some() { None } else { first }
+    if present.next().is_some() {
+        None
+    } else {
+        first
+    }
 }
 
 fn is_under(path: &str, dir: &str) -> bool {
-    path == dir || path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
+    path == dir
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 fn check_abs_path(ck: &mut Checker<'_>, path: &str, value: Option<&str>) -> Option<String> {
@@ -223,7 +235,8 @@ fn check_abs_path(ck: &mut Checker<'_>, path: &str, value: Option<&str>) -> Opti
             ck.err(path, format!("{p:?} may not contain '..'"));
             None
         }
-        Some(p) => Some(p.trim_end_matches('/').to_owned()).map(|s| if s.is_empty() { "/".into() } else { s }),
+        Some(p) => Some(p.trim_end_matches('/').to_owned())
+            .map(|s| if s.is_empty() { "/".into() } else { s }),
     }
 }
 
@@ -366,7 +379,10 @@ fn check_devices(
         if core.is_some_and(|c| c.thing.thing_name() == thing.thing_name()) {
             ck.err(
                 &path,
-                format!("thing {:?} is the group's core, not a device", thing.thing_name()),
+                format!(
+                    "thing {:?} is the group's core, not a device",
+                    thing.thing_name()
+                ),
             );
         }
         match CertificateArn::parse(&d.certificate_arn) {
@@ -392,7 +408,12 @@ fn check_resources<'b>(
         .as_ref()
         .map(|r| items(&r.resources))
         .unwrap_or_default();
-    ck.quota(BASE, "resources", resources.len(), limits::RESOURCES_PER_GROUP);
+    ck.quota(
+        BASE,
+        "resources",
+        resources.len(),
+        limits::RESOURCES_PER_GROUP,
+    );
     ck.ids(BASE, resources.iter().map(|r| r.id.as_str()));
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut secrets: HashMap<String, usize> = HashMap::new();
@@ -433,7 +454,9 @@ fn check_resources<'b>(
         }
         if let Some(v) = &c.local_volume_resource_data {
             let p = format!("{container}.LocalVolumeResourceData");
-            if let Some(src) = check_abs_path(ck, &format!("{p}.SourcePath"), v.source_path.as_deref()) {
+            if let Some(src) =
+                check_abs_path(ck, &format!("{p}.SourcePath"), v.source_path.as_deref())
+            {
                 if is_under(&src, "/sys") {
                     ck.err(format!("{p}.SourcePath"), "Accessing /sys is prohibited");
                 } else if is_under(&src, "/dev") && src != "/dev/shm" {
@@ -448,9 +471,11 @@ fn check_resources<'b>(
                     );
                 }
             }
-            if let Some(dst) =
-                check_abs_path(ck, &format!("{p}.DestinationPath"), v.destination_path.as_deref())
-                && is_under(&dst, "/proc")
+            if let Some(dst) = check_abs_path(
+                ck,
+                &format!("{p}.DestinationPath"),
+                v.destination_path.as_deref(),
+            ) && is_under(&dst, "/proc")
             {
                 ck.err(
                     format!("{p}.DestinationPath"),
@@ -461,14 +486,20 @@ fn check_resources<'b>(
         if let Some(m) = &c.s3_machine_learning_model_resource_data {
             let p = format!("{container}.S3MachineLearningModelResourceData");
             match m.s3_uri.as_deref() {
-                Some(u) if u.starts_with("s3://") && (u.ends_with(".tar.gz") || u.ends_with(".zip")) => {}
+                Some(u)
+                    if u.starts_with("s3://")
+                        && (u.ends_with(".tar.gz") || u.ends_with(".zip")) => {}
                 Some(u) => ck.err(
                     format!("{p}.S3Uri"),
                     format!("{u:?} must be an s3:// URI of a .tar.gz or .zip archive"),
                 ),
                 None => ck.err(format!("{p}.S3Uri"), "is required"),
             }
-            check_abs_path(ck, &format!("{p}.DestinationPath"), m.destination_path.as_deref());
+            check_abs_path(
+                ck,
+                &format!("{p}.DestinationPath"),
+                m.destination_path.as_deref(),
+            );
         }
         if let Some(m) = &c.sage_maker_machine_learning_model_resource_data {
             let p = format!("{container}.SageMakerMachineLearningModelResourceData");
@@ -480,7 +511,11 @@ fn check_resources<'b>(
                 ),
                 None => ck.err(format!("{p}.SageMakerJobArn"), "is required"),
             }
-            check_abs_path(ck, &format!("{p}.DestinationPath"), m.destination_path.as_deref());
+            check_abs_path(
+                ck,
+                &format!("{p}.DestinationPath"),
+                m.destination_path.as_deref(),
+            );
         }
         if let Some(s) = &c.secrets_manager_secret_resource_data {
             let p = format!("{container}.SecretsManagerSecretResourceData");
@@ -505,7 +540,10 @@ fn check_resources<'b>(
                     }
                 }
             }
-            for (j, label) in items(&s.additional_staging_labels_to_download).iter().enumerate() {
+            for (j, label) in items(&s.additional_staging_labels_to_download)
+                .iter()
+                .enumerate()
+            {
                 if label.is_empty() || label.len() > 256 {
                     ck.err(
                         format!("{p}.AdditionalStagingLabelsToDownload[{j}]"),
@@ -514,7 +552,8 @@ fn check_resources<'b>(
                 }
             }
         }
-        out.entry(r.id.clone()).or_insert(ResourceInfo { kind, resource: r });
+        out.entry(r.id.clone())
+            .or_insert(ResourceInfo { kind, resource: r });
     }
     out
 }
@@ -528,16 +567,29 @@ fn check_functions(
     let Some(def) = bundle.function_definition_version.as_ref() else {
         return Vec::new();
     };
-    let default_exec = def.default_config.as_ref().and_then(|d| d.execution.as_ref());
+    let default_exec = def
+        .default_config
+        .as_ref()
+        .and_then(|d| d.execution.as_ref());
     let default_isolation = default_exec
         .and_then(|e| e.isolation_mode)
         .unwrap_or(IsolationMode::GreengrassContainer);
     let default_run_as = default_exec.and_then(|e| e.run_as);
     if let Some(run_as) = default_run_as {
-        check_run_as(ck, "FunctionDefinitionVersion.DefaultConfig.Execution.RunAs", run_as, default_isolation);
+        check_run_as(
+            ck,
+            "FunctionDefinitionVersion.DefaultConfig.Execution.RunAs",
+            run_as,
+            default_isolation,
+        );
     }
     let functions = items(&def.functions);
-    ck.quota(BASE, "functions", functions.len(), limits::FUNCTIONS_PER_GROUP);
+    ck.quota(
+        BASE,
+        "functions",
+        functions.len(),
+        limits::FUNCTIONS_PER_GROUP,
+    );
     ck.ids(BASE, functions.iter().map(|f| f.id.as_str()));
     let mut arns: HashMap<&str, usize> = HashMap::new();
     let mut out = Vec::new();
@@ -688,7 +740,12 @@ fn is_root(r: api::FunctionRunAsConfig) -> bool {
     r.uid == Some(0) || r.gid == Some(0)
 }
 
-fn check_run_as(ck: &mut Checker<'_>, path: &str, run_as: api::FunctionRunAsConfig, isolation: IsolationMode) {
+fn check_run_as(
+    ck: &mut Checker<'_>,
+    path: &str,
+    run_as: api::FunctionRunAsConfig,
+    isolation: IsolationMode,
+) {
     for (field, v) in [("Uid", run_as.uid), ("Gid", run_as.gid)] {
         if let Some(v) = v
             && !(0..=i64::from(u32::MAX - 1)).contains(&v)
@@ -715,14 +772,20 @@ fn check_spooler(ck: &mut Checker<'_>, cfg: &str, vars: Option<&BTreeMap<String,
     if let Some(v) = vars.get("GG_CONFIG_STORAGE_TYPE")
         && !matches!(v.as_str(), "Memory" | "FileSystem")
     {
-        ck.err(path("GG_CONFIG_STORAGE_TYPE"), format!("{v:?} is not Memory or FileSystem"));
+        ck.err(
+            path("GG_CONFIG_STORAGE_TYPE"),
+            format!("{v:?} is not Memory or FileSystem"),
+        );
     }
     if let Some(v) = vars.get("GG_CONFIG_MAX_SIZE_BYTES") {
         match v.parse::<i64>() {
             Ok(n) if n >= limits::MIN_SPOOL_BYTES => {}
             _ => ck.err(
                 path("GG_CONFIG_MAX_SIZE_BYTES"),
-                format!("Spool size should be at least {} bytes (got {v:?})", limits::MIN_SPOOL_BYTES),
+                format!(
+                    "Spool size should be at least {} bytes (got {v:?})",
+                    limits::MIN_SPOOL_BYTES
+                ),
             ),
         }
     }
@@ -807,10 +870,16 @@ fn check_resource_access(
                     .and_then(|v| v.source_path.as_deref())
                     .unwrap_or_default();
                 if is_under(src, "/proc") && p.permission == Some(Permission::Rw) {
-                    ck.err(format!("{at}.Permission"), "a /proc volume can only be granted ro");
+                    ck.err(
+                        format!("{at}.Permission"),
+                        "a /proc volume can only be granted ro",
+                    );
                 }
                 if src.trim_end_matches('/') == "/dev/shm" && p.permission != Some(Permission::Rw) {
-                    ck.err(format!("{at}.Permission"), "a /dev/shm volume must be granted rw");
+                    ck.err(
+                        format!("{at}.Permission"),
+                        "a /dev/shm volume must be granted rw",
+                    );
                 }
             }
             _ => {}
@@ -849,13 +918,20 @@ fn check_connectors<'c>(
         let Some(spec) = catalog.get(arn.connector_name(), arn.version()) else {
             let known = catalog.versions_of(arn.connector_name());
             let msg = if known.is_empty() {
-                format!("{:?} is not a Greengrass connector (see `coupler connectors list`)", arn.connector_name())
+                format!(
+                    "{:?} is not a Greengrass connector (see `coupler connectors list`)",
+                    arn.connector_name()
+                )
             } else {
                 format!(
                     "{} has no version {}; known versions: {}",
                     arn.connector_name(),
                     arn.version(),
-                    known.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+                    known
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             };
             ck.err(format!("{at}.ConnectorArn"), msg);
@@ -877,7 +953,10 @@ fn check_connectors<'c>(
             if spec.parameter(name).is_none() {
                 ck.err(
                     format!("{pbase}.{name}"),
-                    format!("is not a parameter of {} version {}", spec.name, spec.version),
+                    format!(
+                        "is not a parameter of {} version {}",
+                        spec.name, spec.version
+                    ),
                 );
             }
         }
@@ -911,7 +990,12 @@ fn check_connectors<'c>(
         if !spec.info.isolation.contains(&isolation) {
             ck.err(
                 format!("{pbase}.IsolationMode"),
-                format!("{} version {} cannot run in {}", spec.name, spec.version, isolation.as_str()),
+                format!(
+                    "{} version {} cannot run in {}",
+                    spec.name,
+                    spec.version,
+                    isolation.as_str()
+                ),
             );
         }
         if group_default == IsolationMode::NoContainer && isolation != IsolationMode::NoContainer {
@@ -1003,20 +1087,31 @@ fn check_subscriptions(
         .as_ref()
         .map(|s| items(&s.subscriptions))
         .unwrap_or_default();
-    ck.quota(BASE, "subscriptions", subs.len(), limits::SUBSCRIPTIONS_PER_GROUP);
+    ck.quota(
+        BASE,
+        "subscriptions",
+        subs.len(),
+        limits::SUBSCRIPTIONS_PER_GROUP,
+    );
     ck.ids(BASE, subs.iter().map(|s| s.id.as_str()));
     // Every entity of the group, by the exact text a subscription names it with.
     let mut entities: HashMap<&str, (Entity, Option<&ConnectorVersion>)> = HashMap::new();
     entities.insert("cloud", (Entity::Cloud, None));
     entities.insert("GGShadowService", (Entity::ShadowService, None));
     for d in devices {
-        entities.insert(d.thing.as_str(), (Entity::device(d.thing.thing_name()), None));
+        entities.insert(
+            d.thing.as_str(),
+            (Entity::device(d.thing.thing_name()), None),
+        );
     }
     for f in functions {
         entities.insert(f.arn.as_str(), (Entity::function(f.arn.as_str()), None));
     }
     for (c, spec) in connectors {
-        entities.insert(c.arn.as_str(), (Entity::connector(c.arn.as_str()), Some(*spec)));
+        entities.insert(
+            c.arn.as_str(),
+            (Entity::connector(c.arn.as_str()), Some(*spec)),
+        );
     }
     let mut out = Vec::new();
     for (i, s) in subs.iter().enumerate() {
@@ -1078,7 +1173,11 @@ fn list_topics(topics: &[TopicFilter]) -> String {
     if topics.is_empty() {
         return "(none)".into();
     }
-    topics.iter().map(TopicFilter::as_str).collect::<Vec<_>>().join(", ")
+    topics
+        .iter()
+        .map(TopicFilter::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn describe_unknown_entity(text: &str) -> String {
@@ -1115,9 +1214,10 @@ fn check_loggers(ck: &mut Checker<'_>, bundle: &GroupBundle) {
             (LoggerType::AwsCloudWatch, Some(_)) => {
                 ck.err(format!("{at}.Space"), "applies to FileSystem loggers only")
             }
-            (LoggerType::FileSystem, Some(s)) if s < 1 => {
-                ck.err(format!("{at}.Space"), format!("{s} KB is not a positive size"))
-            }
+            (LoggerType::FileSystem, Some(s)) if s < 1 => ck.err(
+                format!("{at}.Space"),
+                format!("{s} KB is not a positive size"),
+            ),
             _ => {}
         }
     }

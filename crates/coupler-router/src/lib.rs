@@ -35,8 +35,12 @@ mod inbox;
 mod message;
 mod router;
 mod table;
+#[doc(hidden)]
+pub mod workload;
 
 pub use inbox::{Inbox, InboxConfig, WhenFull};
 pub use message::Message;
-pub use router::{DropCount, DropReason, InboxStats, RouteReport, Router, RouterConfig, RouterStats};
+pub use router::{
+    DropCount, DropReason, InboxStats, RouteReport, Router, RouterConfig, RouterStats,
+};
 pub use table::{NaiveTable, RoutingTable, TargetId};

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use coupler_model::{Entity, EntityKind};
 
+use crate::Message;
 use crate::inbox::{Inbox, InboxConfig, Push};
 use crate::table::{RoutingTable, TargetId};
-use crate::Message;
 
 /// Inbox settings per target kind, and how often a repeated drop is logged.
 #[derive(Debug, Clone)]
@@ -36,7 +36,10 @@ impl Default for RouterConfig {
 
 impl RouterConfig {
     pub fn inbox_for(&self, kind: EntityKind) -> InboxConfig {
-        self.per_kind.get(&kind).copied().unwrap_or(self.default_inbox)
+        self.per_kind
+            .get(&kind)
+            .copied()
+            .unwrap_or(self.default_inbox)
     }
 }
 

@@ -64,7 +64,12 @@ fn run_case(routes: &[Route], case: &Case) -> Result<(), Failed> {
     all.sort();
     all.dedup();
     for e in &all {
-        let n = router.inbox(e).drain().into_iter().filter(|m| *m == msg).count();
+        let n = router
+            .inbox(e)
+            .drain()
+            .into_iter()
+            .filter(|m| *m == msg)
+            .count();
         if n > 0 {
             got.insert(e.clone(), n);
         }
@@ -85,7 +90,12 @@ fn run_case(routes: &[Route], case: &Case) -> Result<(), Failed> {
         }
     }
     if got.len() != expected.len() {
-        return Err(format!("delivered to {:?}, expected only {:?}", got.keys(), case.deliver).into());
+        return Err(format!(
+            "delivered to {:?}, expected only {:?}",
+            got.keys(),
+            case.deliver
+        )
+        .into());
     }
     if report.delivered != expected.len() {
         return Err(format!("report says {} deliveries", report.delivered).into());

@@ -196,8 +196,14 @@ fn describe(catalog: &Catalog, name: &str, version: Option<u32>, json: bool) -> 
             "catalog only: this core cannot run it yet"
         }
     );
-    println!("  isolation:  {} (first is the default)", d.isolation.join(", "));
-    println!("  runtime:    {} on Greengrass >= {}", d.runtime, d.min_core);
+    println!(
+        "  isolation:  {} (first is the default)",
+        d.isolation.join(", ")
+    );
+    println!(
+        "  runtime:    {} on Greengrass >= {}",
+        d.runtime, d.min_core
+    );
     println!("  long-lived: {}", d.long_lived);
     println!("  changes:    {}", d.changes);
     println!("  inputs:     {}", or_none(&d.inputs));

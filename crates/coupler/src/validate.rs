@@ -38,7 +38,9 @@ fn read(file: &PathBuf) -> std::io::Result<Vec<u8>> {
     if file.as_os_str() == "-" {
         std::io::stdin().take(limit).read_to_end(&mut buf)?;
     } else {
-        std::fs::File::open(file)?.take(limit).read_to_end(&mut buf)?;
+        std::fs::File::open(file)?
+            .take(limit)
+            .read_to_end(&mut buf)?;
     }
     Ok(buf)
 }
