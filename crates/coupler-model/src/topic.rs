@@ -52,9 +52,15 @@ fn check_common(s: &str) -> Result<(), TopicError> {
 
 /// A concrete topic a message is published on: no wildcards, within the limits.
 ///
-/// Cheap to clone (a shared string), because every routed message carries one.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicName(Arc<str>);
+/// Cheap to clone (a shared string), because every routed message carries one. The level
+/// boundaries are found once, when the topic is parsed, so matching never searches for `/`.
+#[derive(Clone)]
+pub struct TopicName {
+    text: Arc<str>,
+    /// End offset of each level; `count` of them are used.
+    ends: [u16; MAX_TOPIC_SLASHES + 1],
+    count: u8,
+}
 
 impl TopicName {
     pub fn parse(s: &str) -> Result<Self, TopicError> {
@@ -62,7 +68,21 @@ impl TopicName {
         if let Some(c) = s.chars().find(|c| *c == '+' || *c == '#') {
             return Err(TopicError::WildcardInName(c));
         }
-        Ok(Self(Arc::from(s)))
+        let mut ends = [0u16; MAX_TOPIC_SLASHES + 1];
+        let mut count = 0;
+        // check_common bounds the length to 256 bytes and the separators to 7.
+        for (i, b) in s.bytes().enumerate() {
+            if b == b'/' {
+                ends[count] = i as u16;
+                count += 1;
+            }
+        }
+        ends[count] = s.len() as u16;
+        Ok(Self {
+            text: Arc::from(s),
+            ends,
+            count: count as u8 + 1,
+        })
     }
 
     /// Parse raw bytes, as they arrive from the wire.
@@ -71,29 +91,78 @@ impl TopicName {
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// How many levels (separators + 1).
+    pub fn level_count(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    /// Level `i` (empty levels included); `i` must be below [`level_count`](Self::level_count).
+    pub fn level(&self, i: usize) -> &str {
+        let (start, end) = self.level_span(i);
+        &self.text[start..end]
+    }
+
+    /// The bytes of level `i`: like [`level`](Self::level), without the UTF-8 boundary
+    /// checks of string slicing (the router compares bytes).
+    pub fn level_bytes(&self, i: usize) -> &[u8] {
+        let (start, end) = self.level_span(i);
+        &self.text.as_bytes()[start..end]
+    }
+
+    fn level_span(&self, i: usize) -> (usize, usize) {
+        let start = if i == 0 {
+            0
+        } else {
+            usize::from(self.ends[i - 1]) + 1
+        };
+        (start, usize::from(self.ends[i]))
     }
 
     /// The levels between `/` separators (empty levels included).
-    pub fn levels(&self) -> std::str::Split<'_, char> {
-        self.0.split('/')
+    pub fn levels(&self) -> impl Iterator<Item = &str> + '_ {
+        (0..self.level_count()).map(|i| self.level(i))
     }
 
     /// Topics starting with `$` are reserved and are not matched by a leading wildcard.
     pub fn is_reserved(&self) -> bool {
-        self.0.starts_with('$')
+        self.text.starts_with('$')
+    }
+}
+
+impl PartialEq for TopicName {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+impl Eq for TopicName {}
+impl std::hash::Hash for TopicName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
+    }
+}
+impl PartialOrd for TopicName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for TopicName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.text.cmp(&other.text)
     }
 }
 
 impl fmt::Display for TopicName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
 impl fmt::Debug for TopicName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TopicName({:?})", &*self.0)
+        write!(f, "TopicName({:?})", &*self.text)
     }
 }
 

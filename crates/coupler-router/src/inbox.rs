@@ -1,8 +1,9 @@
 //! Bounded inboxes, one per target entity, each with an explicit when-full policy.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use coupler_model::Entity;
@@ -55,10 +56,16 @@ pub(crate) enum Push {
 pub struct Inbox {
     entity: Entity,
     config: InboxConfig,
-    queue: Mutex<VecDeque<Message>>,
+    queue: Mutex<Queue>,
     readable: Notify,
     writable: Notify,
-    delivered: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Queue {
+    messages: VecDeque<Message>,
+    /// Messages accepted so far; kept under the lock the push already holds.
+    delivered: u64,
 }
 
 impl Inbox {
@@ -68,16 +75,17 @@ impl Inbox {
             entity,
             config: InboxConfig { capacity, ..config },
             // Allocated once, so a push never allocates.
-            queue: Mutex::new(VecDeque::with_capacity(capacity)),
+            queue: Mutex::new(Queue {
+                messages: VecDeque::with_capacity(capacity),
+                delivered: 0,
+            }),
             readable: Notify::new(),
             writable: Notify::new(),
-            delivered: AtomicU64::new(0),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Message>> {
-        // A panic while holding this lock cannot leave the deque inconsistent.
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock()
     }
 
     pub fn entity(&self) -> &Entity {
@@ -90,7 +98,7 @@ impl Inbox {
 
     /// Messages waiting.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().messages.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -99,20 +107,21 @@ impl Inbox {
 
     /// Messages accepted into this inbox so far.
     pub fn delivered(&self) -> u64 {
-        self.delivered.load(Ordering::Relaxed)
+        self.lock().delivered
     }
 
     pub(crate) fn push(&self, msg: Message) -> Push {
-        let outcome = {
+        let (outcome, was_empty) = {
             let mut q = self.lock();
-            if q.len() < self.config.capacity {
-                q.push_back(msg);
+            let was_empty = q.messages.is_empty();
+            let outcome = if q.messages.len() < self.config.capacity {
+                q.messages.push_back(msg);
                 Push::Queued
             } else {
                 match self.config.when_full {
                     WhenFull::DropOldest => {
-                        let old = q.pop_front();
-                        q.push_back(msg);
+                        let old = q.messages.pop_front();
+                        q.messages.push_back(msg);
                         match old {
                             Some(old) => Push::DisplacedOldest(old),
                             None => Push::Queued,
@@ -121,10 +130,15 @@ impl Inbox {
                     WhenFull::DropNewest => return Push::Rejected(msg),
                     WhenFull::Block { .. } => return Push::MustWait(msg),
                 }
-            }
+            };
+            q.delivered += 1;
+            (outcome, was_empty)
         };
-        self.delivered.fetch_add(1, Ordering::Relaxed);
-        self.readable.notify_one();
+        // A consumer only waits on an empty inbox, and the push that made it non-empty woke
+        // it, so later pushes need not.
+        if was_empty {
+            self.readable.notify_one();
+        }
         outcome
     }
 
@@ -155,18 +169,37 @@ impl Inbox {
 
     /// Take the oldest message, if any.
     pub fn try_recv(&self) -> Option<Message> {
-        let m = self.lock().pop_front();
-        if m.is_some() {
+        self.pop().map(|(m, _)| m)
+    }
+
+    /// The oldest message and whether more are waiting.
+    fn pop(&self) -> Option<(Message, bool)> {
+        let (m, more) = {
+            let mut q = self.lock();
+            let m = q.messages.pop_front()?;
+            (m, !q.messages.is_empty())
+        };
+        if self.blocks() {
             self.writable.notify_one();
         }
-        m
+        Some((m, more))
+    }
+
+    /// Only a blocking inbox has producers waiting for room.
+    fn blocks(&self) -> bool {
+        matches!(self.config.when_full, WhenFull::Block { .. })
     }
 
     /// Wait for the next message.
     pub async fn recv(&self) -> Message {
         loop {
             let ready = self.readable.notified();
-            if let Some(m) = self.try_recv() {
+            if let Some((m, more)) = self.pop() {
+                // Pushes only wake on empty -> non-empty; pass the wake on so that a second
+                // consumer of the same inbox is not left waiting beside queued messages.
+                if more {
+                    self.readable.notify_one();
+                }
                 return m;
             }
             ready.await;
@@ -175,8 +208,8 @@ impl Inbox {
 
     /// Take every waiting message.
     pub fn drain(&self) -> Vec<Message> {
-        let out: Vec<Message> = self.lock().drain(..).collect();
-        if !out.is_empty() {
+        let out: Vec<Message> = self.lock().messages.drain(..).collect();
+        if !out.is_empty() && self.blocks() {
             self.writable.notify_waiters();
         }
         out

@@ -32,6 +32,7 @@
 //! ```
 
 mod inbox;
+mod intern;
 mod message;
 mod router;
 mod table;

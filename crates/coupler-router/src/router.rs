@@ -246,34 +246,26 @@ impl Router {
                 let mut ids = scratch.borrow_mut();
                 installed.table.lookup(&msg.source, &msg.topic, &mut ids);
                 report.matched = ids.len();
-                for &id in ids.iter() {
-                    let inbox = &installed.inboxes[id as usize];
-                    match inbox.push(msg.clone()) {
-                        Push::Queued => report.delivered += 1,
-                        Push::DisplacedOldest(old) => {
-                            report.delivered += 1;
-                            report.dropped += 1;
-                            self.count_drop(
-                                &old,
-                                Some(inbox.entity()),
-                                DropReason::QueueFullDroppedOldest,
-                            );
-                        }
-                        Push::Rejected(m) => {
-                            report.dropped += 1;
-                            self.count_drop(
-                                &m,
-                                Some(inbox.entity()),
-                                DropReason::QueueFullDroppedNewest,
-                            );
-                        }
-                        Push::MustWait(m) => waiting.push((inbox.clone(), m)),
-                    }
+                let Some((&last, rest)) = ids.split_last() else {
+                    self.count_drop(&msg, None, DropReason::NoRoute);
+                    return;
+                };
+                for &id in rest {
+                    self.deliver(
+                        &installed.inboxes[id as usize],
+                        msg.clone(),
+                        &mut report,
+                        &mut waiting,
+                    );
                 }
+                // The last target takes the message itself: no clone for a single target.
+                self.deliver(
+                    &installed.inboxes[last as usize],
+                    msg,
+                    &mut report,
+                    &mut waiting,
+                );
             });
-        }
-        if report.matched == 0 {
-            self.count_drop(&msg, None, DropReason::NoRoute);
         }
         for (inbox, m) in waiting {
             match inbox.push_waiting(m).await {
@@ -285,6 +277,32 @@ impl Router {
             }
         }
         report
+    }
+
+    fn deliver(
+        &self,
+        inbox: &Arc<Inbox>,
+        msg: Message,
+        report: &mut RouteReport,
+        waiting: &mut Vec<(Arc<Inbox>, Message)>,
+    ) {
+        match inbox.push(msg) {
+            Push::Queued => report.delivered += 1,
+            Push::DisplacedOldest(old) => {
+                report.delivered += 1;
+                report.dropped += 1;
+                self.count_drop(
+                    &old,
+                    Some(inbox.entity()),
+                    DropReason::QueueFullDroppedOldest,
+                );
+            }
+            Push::Rejected(m) => {
+                report.dropped += 1;
+                self.count_drop(&m, Some(inbox.entity()), DropReason::QueueFullDroppedNewest);
+            }
+            Push::MustWait(m) => waiting.push((inbox.clone(), m)),
+        }
     }
 
     fn count_drop(&self, msg: &Message, target: Option<&Entity>, reason: DropReason) {

@@ -1,8 +1,10 @@
 //! The routing table: a group's subscriptions compiled for lookup.
 //!
-//! For each Source entity the table holds a hash map of the exact (wildcard-free) subjects and
-//! a trie of the wildcard subjects. A lookup costs one hash of the topic plus a walk of at most
-//! eight levels, whatever the number of subscriptions.
+//! Each Source entity has its own trie of subject levels, and all tries share flat arrays:
+//! nodes, child edges sorted by the hash of their level, the level strings, and target lists.
+//! A lookup hashes the source and each needed topic level once, then walks at most eight
+//! levels by binary search on hashes (each hit confirmed against the level's bytes), whatever
+//! the number of subscriptions.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -10,68 +12,100 @@ use std::ops::Range;
 use coupler_model::topic::FilterLevel;
 use coupler_model::validate::Route;
 use coupler_model::{Entity, TopicFilter, TopicName};
-use foldhash::fast::RandomState;
+use foldhash::fast::{FixedState, RandomState};
+
+use crate::intern::{Interner, Key, hash_bytes, seeds};
+
+/// A literal child: the hash of its level, the child node, and the level's string id.
+#[derive(Debug, Clone, Copy)]
+struct Edge {
+    hash: u64,
+    child: u32,
+    level: u32,
+}
 
 /// Index of a target in [`RoutingTable::targets`].
 pub type TargetId = u32;
 
 type Map<K, V> = HashMap<K, V, RandomState>;
 
-#[derive(Debug, Default)]
+const NONE: u32 = u32::MAX;
+
+#[derive(Debug, Clone)]
 struct Node {
-    literal: Map<Box<str>, u32>,
-    plus: Option<u32>,
-    /// Targets of filters that end at this node.
+    /// Literal children, sorted by level id, in `edges`.
+    children: Range<u32>,
+    /// The `+` child, or `NONE`.
+    plus: u32,
+    /// Targets of subjects that end at this node.
     exact: Range<u32>,
-    /// Targets of filters that end with `#` below this node (they match this node too).
+    /// Targets of subjects that end with `#` right below this node (they match it too).
     hash: Range<u32>,
 }
 
-#[derive(Debug, Default)]
-struct SourceTable {
-    exact: Map<Box<str>, Range<u32>>,
-    /// Trie of the wildcard filters; empty when there are none.
-    nodes: Vec<Node>,
-}
-
-/// Subscriptions compiled into per-source lookup structures. Immutable once built.
+/// Subscriptions compiled into per-source tries. Immutable once built.
 #[derive(Debug, Default)]
 pub struct RoutingTable {
-    sources: Map<Entity, SourceTable>,
-    targets: Vec<Entity>,
-    /// Flat storage of every target list, referred to by ranges.
+    /// Source entities; source `i`'s trie is rooted at node `i`.
+    sources: Interner,
+    /// `(source, topic)` for every exact subject, with its complete answer precomputed:
+    /// most traffic is on topics that some subscription names exactly.
+    exact: Interner,
+    exact_lists: Vec<Range<u32>>,
+    source_list: Vec<Entity>,
+    /// Seed of the level hashes; chosen so that no two distinct levels share a hash.
+    level_seed: FixedState,
+    /// Every literal level of every subject, back to back, with its span.
+    level_bytes: Vec<u8>,
+    level_spans: Vec<(u32, u32)>,
+    nodes: Vec<Node>,
+    /// Literal children, sorted by hash within each node's range.
+    edges: Vec<Edge>,
+    /// Every target list, each sorted and free of duplicates.
     lists: Vec<TargetId>,
+    targets: Vec<Entity>,
     subscriptions: usize,
-}
-
-/// Builder state for one source: target lists keyed by where they hang.
-#[derive(Default)]
-struct SourceBuilder {
-    exact: Map<Box<str>, Vec<TargetId>>,
-    nodes: Vec<NodeBuilder>,
 }
 
 #[derive(Default)]
 struct NodeBuilder {
-    literal: Map<Box<str>, u32>,
+    children: Vec<(u32, u32)>,
     plus: Option<u32>,
     exact: Vec<TargetId>,
     hash: Vec<TargetId>,
 }
 
-impl SourceBuilder {
-    fn add(&mut self, filter: &TopicFilter, target: TargetId) {
-        if filter.is_exact() {
-            self.exact
-                .entry(filter.as_str().into())
-                .or_default()
-                .push(target);
-            return;
-        }
-        if self.nodes.is_empty() {
-            self.nodes.push(NodeBuilder::default());
-        }
-        let mut node = 0usize;
+#[derive(Default)]
+struct Builder {
+    levels: Map<Box<str>, u32>,
+    nodes: Vec<NodeBuilder>,
+}
+
+/// How an entity is keyed in the source interner.
+fn entity_key(e: &Entity) -> Key<'_> {
+    // Tags tell the kinds apart.
+    match e {
+        Entity::Cloud => (0, b""),
+        Entity::ShadowService => (1, b""),
+        Entity::Device(n) => (2, n.as_bytes()),
+        Entity::Function(n) => (3, n.as_bytes()),
+        Entity::Connector(n) => (4, n.as_bytes()),
+    }
+}
+
+impl Builder {
+    fn new_node(&mut self) -> u32 {
+        self.nodes.push(NodeBuilder::default());
+        (self.nodes.len() - 1) as u32
+    }
+
+    fn level_id(&mut self, level: &str) -> u32 {
+        let next = self.levels.len() as u32;
+        *self.levels.entry(level.into()).or_insert(next)
+    }
+
+    fn add(&mut self, root: u32, filter: &TopicFilter, target: TargetId) {
+        let mut node = root as usize;
         for level in filter.levels() {
             let child = match level {
                 FilterLevel::Hash => {
@@ -86,32 +120,30 @@ impl SourceBuilder {
                         n
                     }
                 },
-                FilterLevel::Literal(l) => match self.nodes[node].literal.get(l.as_str()) {
-                    Some(&n) => n,
-                    None => {
-                        let n = self.new_node();
-                        self.nodes[node].literal.insert(l.as_str().into(), n);
-                        n
+                FilterLevel::Literal(l) => {
+                    let id = self.level_id(l);
+                    match self.nodes[node].children.iter().find(|(k, _)| *k == id) {
+                        Some(&(_, n)) => n,
+                        None => {
+                            let n = self.new_node();
+                            self.nodes[node].children.push((id, n));
+                            n
+                        }
                     }
-                },
+                }
             };
             node = child as usize;
         }
         self.nodes[node].exact.push(target);
     }
-
-    fn new_node(&mut self) -> u32 {
-        self.nodes.push(NodeBuilder::default());
-        (self.nodes.len() - 1) as u32
-    }
 }
 
-fn store(lists: &mut Vec<TargetId>, mut ids: Vec<TargetId>) -> Range<u32> {
-    ids.sort_unstable();
-    ids.dedup();
-    let start = lists.len() as u32;
-    lists.extend(ids);
-    start..lists.len() as u32
+fn store<T: Ord + Copy>(flat: &mut Vec<T>, mut items: Vec<T>) -> Range<u32> {
+    items.sort_unstable();
+    items.dedup();
+    let start = flat.len() as u32;
+    flat.extend(items);
+    start..flat.len() as u32
 }
 
 impl RoutingTable {
@@ -120,45 +152,107 @@ impl RoutingTable {
     pub fn compile(routes: &[Route]) -> Self {
         let mut target_ids: Map<Entity, TargetId> = Map::default();
         let mut targets = Vec::new();
-        let mut builders: Map<Entity, SourceBuilder> = Map::default();
+        let mut sources: Map<Entity, u32> = Map::default();
+        let mut source_list = Vec::new();
+        let mut b = Builder::default();
+        // Roots first, so that source `i` is rooted at node `i`.
         for r in routes {
-            let id = *target_ids.entry(r.target.clone()).or_insert_with(|| {
+            if !sources.contains_key(&r.source) {
+                sources.insert(r.source.clone(), b.new_node());
+                source_list.push(r.source.clone());
+            }
+        }
+        for r in routes {
+            let target = *target_ids.entry(r.target.clone()).or_insert_with(|| {
                 targets.push(r.target.clone());
                 (targets.len() - 1) as TargetId
             });
-            builders
-                .entry(r.source.clone())
-                .or_default()
-                .add(&r.subject, id);
+            b.add(sources[&r.source], &r.subject, target);
         }
+        let mut level_list: Vec<(&str, u32)> = b.levels.iter().map(|(k, v)| (&**k, *v)).collect();
+        level_list.sort_unstable_by_key(|(_, id)| *id);
+        let mut level_bytes = Vec::new();
+        let mut level_spans = Vec::with_capacity(level_list.len());
+        for (l, _) in &level_list {
+            level_spans.push((level_bytes.len() as u32, l.len() as u32));
+            level_bytes.extend_from_slice(l.as_bytes());
+        }
+        let level_seed = seeds()
+            .map(FixedState::with_seed)
+            .find(|state| {
+                let mut seen = HashMap::with_capacity(level_list.len());
+                level_list
+                    .iter()
+                    .all(|(l, _)| seen.insert(hash_bytes(state, l.as_bytes()), ()).is_none())
+            })
+            .unwrap_or_else(|| FixedState::with_seed(0));
+        let mut edges = Vec::new();
         let mut lists = Vec::new();
-        let sources = builders
+        let nodes = b
+            .nodes
             .into_iter()
-            .map(|(source, b)| {
-                let exact = b
-                    .exact
-                    .into_iter()
-                    .map(|(k, ids)| (k, store(&mut lists, ids)))
-                    .collect();
-                let nodes = b
-                    .nodes
-                    .into_iter()
-                    .map(|n| Node {
-                        literal: n.literal,
-                        plus: n.plus,
-                        exact: store(&mut lists, n.exact),
-                        hash: store(&mut lists, n.hash),
+            .map(|n| {
+                let mut children: Vec<Edge> = n
+                    .children
+                    .iter()
+                    .map(|&(level, child)| Edge {
+                        hash: hash_bytes(&level_seed, level_list[level as usize].0.as_bytes()),
+                        child,
+                        level,
                     })
                     .collect();
-                (source, SourceTable { exact, nodes })
+                children.sort_unstable_by_key(|e| e.hash);
+                let start = edges.len() as u32;
+                edges.extend(children);
+                Node {
+                    children: start..edges.len() as u32,
+                    plus: n.plus.unwrap_or(NONE),
+                    exact: store(&mut lists, n.exact),
+                    hash: store(&mut lists, n.hash),
+                }
             })
             .collect();
-        Self {
-            sources,
-            targets,
+        let source_keys: Vec<Key<'_>> = source_list.iter().map(entity_key).collect();
+        let mut table = Self {
+            sources: Interner::build(&source_keys),
+            exact: Interner::default(),
+            exact_lists: Vec::new(),
+            level_seed,
+            level_bytes,
+            level_spans,
+            source_list,
+            nodes,
+            edges,
             lists,
+            targets,
             subscriptions: routes.len(),
+        };
+        table.precompute_exact(routes);
+        table
+    }
+
+    /// Answer every exact subject once, through the trie, and keep the answers.
+    fn precompute_exact(&mut self, routes: &[Route]) {
+        let mut seen: Map<(u32, &str), ()> = Map::default();
+        let mut keys = Vec::new();
+        let mut answers = Vec::new();
+        let mut ids = Vec::new();
+        for r in routes.iter().filter(|r| r.subject.is_exact()) {
+            let Some(source) = self.sources.get(entity_key(&r.source)) else {
+                continue;
+            };
+            if seen.insert((source, r.subject.as_str()), ()).is_some() {
+                continue;
+            }
+            let Ok(topic) = TopicName::parse(r.subject.as_str()) else {
+                continue;
+            };
+            self.walk(source, &topic, &mut ids);
+            keys.push((source, r.subject.as_str().as_bytes()));
+            answers.push(store(&mut self.lists, ids.clone()));
         }
+        self.exact = Interner::build(&keys);
+        self.exact_lists = answers;
     }
 
     /// Every entity that some subscription targets, indexed by [`TargetId`].
@@ -172,75 +266,109 @@ impl RoutingTable {
 
     /// Whether any subscription has this entity as its Source.
     pub fn has_source(&self, source: &Entity) -> bool {
-        self.sources.contains_key(source)
+        self.sources.get(entity_key(source)).is_some()
     }
 
-    /// Append the ids of every target whose subscriptions from `source` match `topic`, each
-    /// once, sorted. `out` is cleared first; reusing it avoids allocating per message.
+    /// Every entity that is the Source of some subscription.
+    pub fn sources(&self) -> &[Entity] {
+        &self.source_list
+    }
+
+    /// The literal child of `node` for a topic level, or `NONE`.
+    fn child(&self, node: &Node, hash: u64, level: &[u8]) -> u32 {
+        let edges = &self.edges[node.children.start as usize..node.children.end as usize];
+        let Ok(i) = edges.binary_search_by_key(&hash, |e| e.hash) else {
+            return NONE;
+        };
+        let e = edges[i];
+        let (start, len) = self.level_spans[e.level as usize];
+        // Distinct levels have distinct hashes, so one comparison settles it.
+        if same_bytes(
+            &self.level_bytes[start as usize..(start + len) as usize],
+            level,
+        ) {
+            e.child
+        } else {
+            NONE
+        }
+    }
+
+    /// Put the ids of every target whose subscriptions from `source` match `topic` into
+    /// `out`, each once, sorted. `out` is cleared first; reusing it avoids allocating.
     pub fn lookup(&self, source: &Entity, topic: &TopicName, out: &mut Vec<TargetId>) {
         out.clear();
-        let Some(table) = self.sources.get(source) else {
+        let Some(root) = self.sources.get(entity_key(source)) else {
             return;
         };
-        let mut parts = 0usize;
-        if let Some(r) = table.exact.get(topic.as_str()) {
+        if let Some(i) = self.exact.get((root, topic.as_str().as_bytes())) {
+            let r = &self.exact_lists[i as usize];
             out.extend_from_slice(&self.lists[r.start as usize..r.end as usize]);
-            parts += 1;
+            return;
         }
-        if !table.nodes.is_empty() {
-            parts += self.walk(table, topic, out);
-        }
-        if parts > 1 {
-            out.sort_unstable();
-            out.dedup();
-        }
+        self.walk(root, topic, out);
     }
 
-    /// Depth-first walk of the wildcard trie. Returns how many target lists were appended.
-    fn walk(&self, table: &SourceTable, topic: &TopicName, out: &mut Vec<TargetId>) -> usize {
-        // A TopicName has at most 8 levels (7 separators), so fixed arrays suffice.
-        let mut levels: [&str; 8] = [""; 8];
-        let mut n = 0;
-        for l in topic.levels() {
-            levels[n] = l;
-            n += 1;
-        }
+    /// Walk the trie of the source rooted at `root`.
+    fn walk(&self, root: u32, topic: &TopicName, out: &mut Vec<TargetId>) {
+        out.clear();
+        let n = topic.level_count();
+        // Level hashes are computed lazily: only where a node has literal children. A topic
+        // has at most 8 levels (7 separators), so fixed arrays suffice.
+        let mut hashes: [Option<u64>; 8] = [None; 8];
         let reserved = topic.is_reserved();
         // Each node pushes at most two children, so the stack never exceeds 2 * 8 + 1.
-        let mut stack: [(u32, u8); 18] = [(0, 0); 18];
+        let mut stack = [(0u32, 0u8); 18];
+        stack[0] = (root, 0);
         let mut top = 1;
-        let mut parts = 0;
-        let mut push_range = |r: &Range<u32>, out: &mut Vec<TargetId>| {
+        let mut lists = 0;
+        let mut append = |r: &Range<u32>, out: &mut Vec<TargetId>| {
             if r.start != r.end {
-                out.extend_from_slice(&self.lists[r.start as usize..r.end as usize]);
-                parts += 1;
+                // Lists are short; a plain loop beats a call to memcpy.
+                for &t in &self.lists[r.start as usize..r.end as usize] {
+                    out.push(t);
+                }
+                lists += 1;
             }
         };
         while top > 0 {
             top -= 1;
             let (idx, depth) = stack[top];
-            let node = &table.nodes[idx as usize];
+            let node = &self.nodes[idx as usize];
             let depth = depth as usize;
-            // `$` topics are not matched by a filter that starts with a wildcard.
+            // `$` topics are not matched by a subject that starts with a wildcard.
             let wild_ok = !(reserved && depth == 0);
             if wild_ok {
-                push_range(&node.hash, out);
+                append(&node.hash, out);
             }
             if depth == n {
-                push_range(&node.exact, out);
+                append(&node.exact, out);
                 continue;
             }
-            if let Some(child) = node.literal.get(levels[depth]) {
-                stack[top] = (*child, (depth + 1) as u8);
-                top += 1;
+            if !node.children.is_empty() {
+                let level = topic.level_bytes(depth);
+                let hash =
+                    *hashes[depth].get_or_insert_with(|| hash_bytes(&self.level_seed, level));
+                let child = self.child(node, hash, level);
+                if child != NONE {
+                    stack[top] = (child, (depth + 1) as u8);
+                    top += 1;
+                }
             }
-            if let (Some(child), true) = (node.plus, wild_ok) {
-                stack[top] = (child, (depth + 1) as u8);
+            if node.plus != NONE && wild_ok {
+                stack[top] = (node.plus, (depth + 1) as u8);
                 top += 1;
             }
         }
-        parts
+        if lists > 1 {
+            out.sort_unstable();
+            out.dedup();
+        }
     }
+}
+
+/// Byte equality without a call to `memcmp`: levels are a few bytes long.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// The obvious matcher: every subscription checked in turn. Kept as the reference the tests

@@ -255,12 +255,13 @@ fn swapping_tables_under_load_loses_and_duplicates_nothing() {
     const PER_PRODUCER: usize = 20_000;
     let sink = Entity::function("sink");
     let other = Entity::function("other");
-    let mut cfg = RouterConfig::default();
-    cfg.default_inbox = InboxConfig {
-        capacity: PRODUCERS * PER_PRODUCER,
-        when_full: WhenFull::DropNewest,
-    };
-    let router = Arc::new(Router::new(cfg));
+    let router = Arc::new(Router::new(RouterConfig {
+        default_inbox: InboxConfig {
+            capacity: PRODUCERS * PER_PRODUCER,
+            when_full: WhenFull::DropNewest,
+        },
+        ..RouterConfig::default()
+    }));
     let tables = {
         let (sink, other) = (sink.clone(), other.clone());
         move |i: usize| {
