@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install the real peers the tests run against. Safe to run again: it installs only what is
+# missing. Debian packages via apt-get, Python packages via pip (versions in
+# scripts/requirements-test.txt).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pip=0
+python3 - <<'PY' || need_pip=1
+import importlib.util, sys
+mods = ["botocore", "awscli"]
+sys.exit(0 if all(importlib.util.find_spec(m) for m in mods) else 1)
+PY
+if [ "$need_pip" = 1 ]; then
+  python3 -m pip install --quiet -r scripts/requirements-test.txt
+fi
+
+# The botocore service model is what the API-shape test compares our types against.
+python3 -c 'import botocore, os; p = os.path.join(os.path.dirname(botocore.__file__), "data/greengrass/2017-06-07/service-2.json.gz"); assert os.path.exists(p), p; print("botocore model:", p)'

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install what the tests need, then run every check CI runs: format, lints, tests, docs, and
+# the benchmarks in short mode (so they cannot rot).
+#
+#   scripts/test.sh            everything
+#   SKIP_BENCH=1 scripts/test.sh   everything but the benchmarks
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+log "prerequisites"
+scripts/install-test-deps.sh
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "cargo test"
+cargo test --workspace --locked
+
+log "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
+log "main job: coupler validate examples/modbus-twilio.yaml"
+cargo run --quiet --locked -p coupler -- validate examples/modbus-twilio.yaml
+
+if [ -z "${SKIP_BENCH:-}" ]; then
+  log "benchmarks (short mode)"
+  cargo bench --locked -p coupler-router --bench route -- --quick
+fi
+
+log "all checks passed"
