@@ -214,6 +214,18 @@ fn resource_kind(c: &api::ResourceDataContainer) -> Option<ResourceKind> {
     }
 }
 
+/// The `OwnerSetting` of a machine-learning resource.
+fn ml_owner(c: &api::ResourceDataContainer) -> Option<&api::ResourceDownloadOwnerSetting> {
+    c.s3_machine_learning_model_resource_data
+        .as_ref()
+        .and_then(|m| m.owner_setting.as_ref())
+        .or_else(|| {
+            c.sage_maker_machine_learning_model_resource_data
+                .as_ref()
+                .and_then(|m| m.owner_setting.as_ref())
+        })
+}
+
 fn is_under(path: &str, dir: &str) -> bool {
     path == dir
         || path
@@ -443,13 +455,20 @@ fn check_resources<'b>(
         };
         if let Some(d) = &c.local_device_resource_data {
             let p = format!("{container}.LocalDeviceResourceData.SourcePath");
-            if let Some(src) = check_abs_path(ck, &p, d.source_path.as_deref())
-                && (!is_under(&src, "/dev") || src == "/dev")
-            {
-                ck.err(
-                    p,
-                    format!("Device resource path should begin with /dev, but got: {src}"),
-                );
+            if let Some(src) = check_abs_path(ck, &p, d.source_path.as_deref()) {
+                if !is_under(&src, "/dev") || src == "/dev" {
+                    ck.err(
+                        p,
+                        format!("Device resource path should begin with /dev, but got: {src}"),
+                    );
+                } else if is_under(&src, "/dev/shm") {
+                    // core-semantics §4.1: /dev/shm is shared memory, not a device; it can
+                    // only be a (rw) volume resource.
+                    ck.err(
+                        p,
+                        format!("{src} is shared memory, not a device: /dev/shm can only be a local volume resource"),
+                    );
+                }
             }
         }
         if let Some(v) = &c.local_volume_resource_data {
@@ -698,7 +717,14 @@ fn check_functions(
             };
             if exec.run_as.is_some() {
                 check_run_as(ck, &path, run_as, isolation);
-            } else if is_root(run_as) && isolation == IsolationMode::GreengrassContainer {
+            } else if is_root(run_as)
+                && isolation == IsolationMode::GreengrassContainer
+                // Only when the function chose the container itself: when the identity and
+                // the isolation both come from the default, the default is what is wrong, and
+                // it is reported once, at DefaultConfig (a system function such as
+                // GGCloudSpooler could not even follow advice to set its own Execution).
+                && exec.isolation_mode.is_some()
+            {
                 ck.err(
                     format!("{cfg}.Environment.Execution.IsolationMode"),
                     "the group's default identity is root, which requires NoContainer",
@@ -718,7 +744,9 @@ fn check_functions(
                 );
             }
         }
-        if arn.function_name() == "GGCloudSpooler" {
+        // The spooler's variables mean something only to the system function, not to a user
+        // Lambda that happens to have the same name.
+        if system && arn.function_name() == "GGCloudSpooler" {
             check_spooler(ck, &cfg, env.variables.as_ref());
         }
         check_resource_access(ck, &cfg, &arn, isolation, &env, resources);
@@ -858,6 +886,37 @@ fn check_resource_access(
                     format!("{at}.Permission"),
                     "a function without a container reaches ML resources through the resource's OwnerSetting; remove Permission",
                 );
+            }
+            ResourceKind::MachineLearning => {
+                // core-semantics §1.7 and §4.2: the access comes from the policy's Permission
+                // or the resource's OwnerSetting, and a Permission may not exceed the owner's.
+                let owner = ml_owner(&info.resource.resource_data_container);
+                match (p.permission, owner) {
+                    (None, None) if isolation == IsolationMode::NoContainer => ck.err(
+                        format!("{at}.ResourceId"),
+                        format!(
+                            "a function without a container reaches ML resource {:?} through its OwnerSetting, and it has none",
+                            p.resource_id
+                        ),
+                    ),
+                    (None, None) => ck.err(
+                        format!("{at}.Permission"),
+                        format!(
+                            "is required: ML resource {:?} has no OwnerSetting to grant access",
+                            p.resource_id
+                        ),
+                    ),
+                    (Some(Permission::Rw), Some(o)) if o.group_permission == Permission::Ro => {
+                        ck.err(
+                            format!("{at}.Permission"),
+                            format!(
+                                "rw may not exceed the GroupPermission ro of ML resource {:?}'s OwnerSetting",
+                                p.resource_id
+                            ),
+                        );
+                    }
+                    _ => {}
+                }
             }
             ResourceKind::LocalVolume => {
                 let src = info

@@ -75,7 +75,10 @@ fn wrong_shape_exits_1_naming_the_field() {
     let out = coupler(&["validate", f.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
-    assert!(stdout.starts_with("CoreDefinitionVersion.Cores[0]: unknown field `Colour`"), "{stdout}");
+    assert!(
+        stdout.starts_with("CoreDefinitionVersion.Cores[0].Colour: unknown field `Colour`"),
+        "{stdout}"
+    );
 }
 
 #[test]
