@@ -16,7 +16,8 @@ use crate::api::{
     items,
 };
 use crate::arn::{
-    CertificateArn, ConnectorArn, LambdaArn, Qualifier, SecretArn, ThingArn, is_valid_id,
+    CertificateArn, ConnectorArn, DefinitionKind, LambdaArn, Qualifier, SecretArn, ThingArn,
+    is_valid_id,
 };
 use crate::bundle::GroupBundle;
 use crate::catalog::{Catalog, ConnectorVersion, ResourceKind, check_value};
@@ -141,10 +142,21 @@ const CONFIGURABLE_SYSTEM_FUNCTIONS: [&str; 3] =
 /// System functions whose `Execution` settings Greengrass rejects.
 const NO_EXECUTION_SYSTEM_FUNCTIONS: [&str; 2] = ["GGIPDetector", "GGCloudSpooler"];
 
+/// How much of a group is being judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// A whole group: references between definitions must resolve.
+    Group,
+    /// One definition version on its own (the API's `Create…DefinitionVersion`): only the
+    /// rules that need no other definition apply.
+    Definition,
+}
+
 struct Checker<'a> {
     problems: Vec<Problem>,
     catalog: &'a Catalog,
     options: &'a Options,
+    scope: Scope,
 }
 
 impl Checker<'_> {
@@ -267,6 +279,7 @@ pub fn validate_with(
         problems: Vec::new(),
         catalog,
         options,
+        scope: Scope::Group,
     };
     let core = check_core(&mut ck, bundle);
     let devices = check_devices(&mut ck, bundle, core.as_ref());
@@ -302,6 +315,89 @@ pub fn validate_with(
     }
 }
 
+/// Judge one definition version on its own, as `Create…DefinitionVersion` does: its shape
+/// must already be right (see [`crate::bundle::parse_document`]); this applies every rule that
+/// needs no other definition. Paths are relative to the payload (`Connectors[1].Id`).
+pub fn validate_definition(kind: DefinitionKind, payload: &serde_json::Value) -> Vec<Problem> {
+    let mut bundle = GroupBundle::default();
+    let parsed: Result<(), serde_json::Error> = (|| {
+        let v = payload.clone();
+        match kind {
+            DefinitionKind::Cores => {
+                bundle.core_definition_version = Some(serde_json::from_value(v)?)
+            }
+            DefinitionKind::Devices => {
+                bundle.device_definition_version = Some(serde_json::from_value(v)?)
+            }
+            DefinitionKind::Functions => {
+                bundle.function_definition_version = Some(serde_json::from_value(v)?)
+            }
+            DefinitionKind::Resources => {
+                bundle.resource_definition_version = Some(serde_json::from_value(v)?)
+            }
+            DefinitionKind::Connectors => {
+                bundle.connector_definition_version = Some(serde_json::from_value(v)?)
+            }
+            DefinitionKind::Subscriptions => {
+                bundle.subscription_definition_version = Some(serde_json::from_value(v)?)
+            }
+            DefinitionKind::Loggers => {
+                bundle.logger_definition_version = Some(serde_json::from_value(v)?)
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = parsed {
+        return vec![Problem {
+            path: "(document)".into(),
+            message: e.to_string(),
+        }];
+    }
+    // Root is the core's decision, checked when it deploys.
+    let options = Options {
+        allow_functions_to_run_as_root: true,
+    };
+    let mut ck = Checker {
+        problems: Vec::new(),
+        catalog: Catalog::builtin(),
+        options: &options,
+        scope: Scope::Definition,
+    };
+    let core = check_core(&mut ck, &bundle);
+    let devices = check_devices(&mut ck, &bundle, core.as_ref());
+    let resources = check_resources(&mut ck, &bundle);
+    let functions = check_functions(&mut ck, &bundle, &resources);
+    let connectors = check_connectors(
+        &mut ck,
+        &bundle,
+        &resources,
+        IsolationMode::GreengrassContainer,
+    );
+    check_subscriptions(&mut ck, &bundle, &devices, &functions, &connectors);
+    check_loggers(&mut ck, &bundle);
+    let prefix = format!("{}.", definition_key(kind));
+    ck.problems
+        .into_iter()
+        .map(|p| Problem {
+            path: p.path.strip_prefix(&prefix).unwrap_or(&p.path).to_owned(),
+            message: p.message,
+        })
+        .collect()
+}
+
+/// The bundle key of a definition kind.
+pub fn definition_key(kind: DefinitionKind) -> &'static str {
+    match kind {
+        DefinitionKind::Connectors => "ConnectorDefinitionVersion",
+        DefinitionKind::Cores => "CoreDefinitionVersion",
+        DefinitionKind::Devices => "DeviceDefinitionVersion",
+        DefinitionKind::Functions => "FunctionDefinitionVersion",
+        DefinitionKind::Loggers => "LoggerDefinitionVersion",
+        DefinitionKind::Resources => "ResourceDefinitionVersion",
+        DefinitionKind::Subscriptions => "SubscriptionDefinitionVersion",
+    }
+}
+
 fn check_core(ck: &mut Checker<'_>, bundle: &GroupBundle) -> Option<CoreSpec> {
     const BASE: &str = "CoreDefinitionVersion.Cores";
     let cores = bundle
@@ -310,6 +406,7 @@ fn check_core(ck: &mut Checker<'_>, bundle: &GroupBundle) -> Option<CoreSpec> {
         .map(|c| items(&c.cores))
         .unwrap_or_default();
     match cores.len() {
+        _ if ck.scope == Scope::Definition => {}
         0 => {
             ck.err(
                 "CoreDefinitionVersion",
@@ -857,10 +954,12 @@ fn check_resource_access(
             );
         }
         let Some(info) = resources.get(&p.resource_id) else {
-            ck.err(
-                format!("{at}.ResourceId"),
-                format!("{:?} is not a resource of this group", p.resource_id),
-            );
+            if ck.scope == Scope::Group {
+                ck.err(
+                    format!("{at}.ResourceId"),
+                    format!("{:?} is not a resource of this group", p.resource_id),
+                );
+            }
             continue;
         };
         match info.kind {
@@ -1092,7 +1191,9 @@ fn check_connector_resource(
 ) {
     let path = format!("{pbase}.{name}");
     let Some(info) = resources.get(value) else {
-        ck.err(path, format!("{value:?} is not a resource of this group"));
+        if ck.scope == Scope::Group {
+            ck.err(path, format!("{value:?} is not a resource of this group"));
+        }
         return;
     };
     if info.kind != r.kind {
@@ -1173,8 +1274,17 @@ fn check_subscriptions(
     let mut out = Vec::new();
     for (i, s) in subs.iter().enumerate() {
         let at = format!("{BASE}[{i}]");
+        let scope = ck.scope;
+        let catalog = ck.catalog;
         let mut end = |field: &str, text: &str| match entities.get(text) {
             Some(e) => Some(e.clone()),
+            None if scope == Scope::Definition => match entity_of_form(catalog, text) {
+                Ok(e) => Some(e),
+                Err(msg) => {
+                    ck.err(format!("{at}.{field}"), msg);
+                    None
+                }
+            },
             None => {
                 ck.err(format!("{at}.{field}"), describe_unknown_entity(text));
                 None
@@ -1235,6 +1345,32 @@ fn list_topics(topics: &[TopicFilter]) -> String {
         .map(TopicFilter::as_str)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A Source or Target judged by its form alone, as a subscription definition version is.
+fn entity_of_form<'c>(
+    catalog: &'c Catalog,
+    text: &str,
+) -> Result<(Entity, Option<&'c ConnectorVersion>), String> {
+    if let Ok(t) = ThingArn::parse(text) {
+        return Ok((Entity::device(t.thing_name()), None));
+    }
+    if LambdaArn::parse(text).is_ok() {
+        return Ok((Entity::function(text), None));
+    }
+    if let Ok(c) = ConnectorArn::parse(text) {
+        return match catalog.get(c.connector_name(), c.version()) {
+            Some(spec) => Ok((Entity::connector(text), Some(spec))),
+            None => Err(format!(
+                "{text:?}: {} version {} is not a Greengrass connector",
+                c.connector_name(),
+                c.version()
+            )),
+        };
+    }
+    Err(format!(
+        "{text:?}: must be cloud, GGShadowService, or the ARN of a device, function or connector"
+    ))
 }
 
 fn describe_unknown_entity(text: &str) -> String {
