@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod connectors;
+mod up;
 mod validate;
 
 use std::process::ExitCode;
@@ -29,6 +30,11 @@ enum Command {
     /// The catalog of Greengrass connectors: what exists and what this core runs.
     #[command(subcommand)]
     Connectors(connectors::Command),
+    /// Run Coupler: the Greengrass-compatible control-plane API on an embedded store.
+    ///
+    /// On first start it creates the data dir, a SQLite store and an access key pair, and
+    /// prints how to point the AWS CLI at it. Stops cleanly on Ctrl-C or SIGTERM.
+    Up(up::Args),
 }
 
 fn main() -> ExitCode {
@@ -36,5 +42,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Connectors(cmd) => connectors::run(&cmd),
+        Command::Up(args) => up::run(&args),
     }
 }

@@ -1,0 +1,157 @@
+//! API errors and their wire form.
+//!
+//! Every error is sent as AWS rest-json services send theirs, which botocore parses into a
+//! `ClientError`: the code in the `x-amzn-ErrorType` header, and a body
+//! `{"Message": "...", "ErrorDetails": [{"DetailedErrorCode": "...", "DetailedErrorMessage": "..."}]}`.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::sigv4::AuthError;
+
+/// One line of `ErrorDetails`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ErrorDetail {
+    pub detailed_error_code: String,
+    pub detailed_error_message: String,
+}
+
+impl ErrorDetail {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            detailed_error_code: code.into(),
+            detailed_error_message: message.into(),
+        }
+    }
+}
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 with a code; `BadRequestException` unless the service uses a more specific one.
+    #[error("{code}: {message}")]
+    BadRequest {
+        code: &'static str,
+        message: String,
+        details: Vec<ErrorDetail>,
+    },
+    /// 404: an id or version that does not exist.
+    #[error("{code}: {message}")]
+    NotFound { code: &'static str, message: String },
+    /// 403: authentication failed.
+    #[error("{0}")]
+    Auth(#[from] AuthError),
+    /// 500: our fault, never the client's; details are logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code: "BadRequestException",
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+
+    pub fn with_details(message: impl Into<String>, details: Vec<ErrorDetail>) -> Self {
+        Self::BadRequest {
+            code: "BadRequestException",
+            message: message.into(),
+            details,
+        }
+    }
+
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code: "InvalidInputException",
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::NotFound {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Body<'a> {
+    message: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    error_details: &'a [ErrorDetail],
+}
+
+/// The lower-case `message` key is what AWS sends for authentication failures.
+#[derive(Serialize)]
+struct AuthBody<'a> {
+    message: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, body) = match &self {
+            ApiError::BadRequest {
+                code,
+                message,
+                details,
+            } => (
+                StatusCode::BAD_REQUEST,
+                *code,
+                serde_json::to_vec(&Body {
+                    message,
+                    error_details: details,
+                }),
+            ),
+            ApiError::NotFound { code, message } => (
+                StatusCode::NOT_FOUND,
+                *code,
+                serde_json::to_vec(&Body {
+                    message,
+                    error_details: &[],
+                }),
+            ),
+            ApiError::Auth(e) => (
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN),
+                e.error_type(),
+                serde_json::to_vec(&AuthBody {
+                    message: &e.message(),
+                }),
+            ),
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalServerErrorException",
+                    serde_json::to_vec(&Body {
+                        message: "Internal server error",
+                        error_details: &[],
+                    }),
+                )
+            }
+        };
+        let mut res = (status, body.unwrap_or_default()).into_response();
+        let headers = res.headers_mut();
+        headers.insert("x-amzn-ErrorType", HeaderValue::from_static(code));
+        headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        res
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

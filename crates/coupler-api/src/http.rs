@@ -1,0 +1,532 @@
+//! The HTTP face of the control plane: routes, authentication, body limits, and the mapping
+//! of every request to a [`Service`] operation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use coupler_model::arn::DefinitionKind;
+use serde_json::Value;
+
+use crate::error::{ApiError, ApiResult};
+use crate::service::Service;
+use crate::sigv4;
+use crate::wire::Page;
+
+/// Largest request body accepted; larger ones get a 400 before they are read further.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Requests signed further than this from our clock are refused, as AWS does.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// An access key the API accepts.
+#[derive(Clone)]
+pub struct AccessKey {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"**REDACTED**")
+            .finish()
+    }
+}
+
+/// How requests are authenticated.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// Every request must be SigV4-signed with one of these keys.
+    SigV4(Vec<AccessKey>),
+    /// No authentication at all (`--insecure-no-auth`).
+    Insecure,
+}
+
+#[derive(Debug)]
+pub struct AppState {
+    pub service: Arc<Service>,
+    pub auth: Auth,
+}
+
+type St = State<Arc<AppState>>;
+
+/// Run a service operation on a blocking thread (it talks to the store).
+async fn run<F>(state: &AppState, f: F) -> Response
+where
+    F: FnOnce(&Service) -> ApiResult<Value> + Send + 'static,
+{
+    let service = state.service.clone();
+    match tokio::task::spawn_blocking(move || f(&service)).await {
+        Ok(Ok(Value::Null)) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Ok(v)) => json_response(&v),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => ApiError::Internal(format!("operation panicked: {e}")).into_response(),
+    }
+}
+
+fn json_response(v: &Value) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => ApiError::Internal(e.to_string()).into_response(),
+    }
+}
+
+fn client_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-amzn-client-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn kind(segment: &str) -> ApiResult<DefinitionKind> {
+    DefinitionKind::from_segment(segment).ok_or_else(|| {
+        ApiError::not_found(
+            "NotFoundException",
+            format!("Unknown definition kind {segment:?}"),
+        )
+    })
+}
+
+/// `MaxResults` and `NextToken` from the raw query.
+fn page(query: Option<&str>) -> ApiResult<Page> {
+    let pairs = query_pairs(query);
+    let find = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    Page::parse(find("MaxResults"), find("NextToken"))
+}
+
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
+// ---- definitions ----------------------------------------------------------------------
+
+async fn list_definitions(State(s): St, Path(k): Path<String>, req: Request) -> Response {
+    let query = req.uri().query().map(str::to_owned);
+    run(&s, move |svc| {
+        svc.list_definitions(kind(&k)?, page(query.as_deref())?)
+    })
+    .await
+}
+
+async fn create_definition(
+    State(s): St,
+    Path(k): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let token = client_token(&headers);
+    run(&s, move |svc| {
+        svc.create_definition(kind(&k)?, token.as_deref(), &body)
+    })
+    .await
+}
+
+async fn get_definition(State(s): St, Path((k, id)): Path<(String, String)>) -> Response {
+    run(&s, move |svc| svc.get_definition(kind(&k)?, &id)).await
+}
+
+async fn update_definition(
+    State(s): St,
+    Path((k, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    run(&s, move |svc| svc.update_definition(kind(&k)?, &id, &body)).await
+}
+
+async fn delete_definition(State(s): St, Path((k, id)): Path<(String, String)>) -> Response {
+    run(&s, move |svc| svc.delete_definition(kind(&k)?, &id)).await
+}
+
+async fn list_definition_versions(
+    State(s): St,
+    Path((k, id)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    let query = req.uri().query().map(str::to_owned);
+    run(&s, move |svc| {
+        svc.list_definition_versions(kind(&k)?, &id, page(query.as_deref())?)
+    })
+    .await
+}
+
+async fn create_definition_version(
+    State(s): St,
+    Path((k, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let token = client_token(&headers);
+    run(&s, move |svc| {
+        svc.create_definition_version(kind(&k)?, &id, token.as_deref(), &body)
+    })
+    .await
+}
+
+async fn get_definition_version(
+    State(s): St,
+    Path((k, id, vid)): Path<(String, String, String)>,
+) -> Response {
+    run(&s, move |svc| {
+        svc.get_definition_version(kind(&k)?, &id, &vid)
+    })
+    .await
+}
+
+// ---- groups ---------------------------------------------------------------------------
+
+async fn list_groups(State(s): St, req: Request) -> Response {
+    let query = req.uri().query().map(str::to_owned);
+    run(&s, move |svc| svc.list_groups(page(query.as_deref())?)).await
+}
+
+async fn create_group(State(s): St, headers: HeaderMap, body: Bytes) -> Response {
+    let token = client_token(&headers);
+    run(&s, move |svc| svc.create_group(token.as_deref(), &body)).await
+}
+
+async fn get_group(State(s): St, Path(id): Path<String>) -> Response {
+    run(&s, move |svc| svc.get_group(&id)).await
+}
+
+async fn update_group(State(s): St, Path(id): Path<String>, body: Bytes) -> Response {
+    run(&s, move |svc| svc.update_group(&id, &body)).await
+}
+
+async fn delete_group(State(s): St, Path(id): Path<String>) -> Response {
+    run(&s, move |svc| svc.delete_group(&id)).await
+}
+
+async fn list_group_versions(State(s): St, Path(id): Path<String>, req: Request) -> Response {
+    let query = req.uri().query().map(str::to_owned);
+    run(&s, move |svc| {
+        svc.list_group_versions(&id, page(query.as_deref())?)
+    })
+    .await
+}
+
+async fn create_group_version(
+    State(s): St,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let token = client_token(&headers);
+    run(&s, move |svc| {
+        svc.create_group_version(&id, token.as_deref(), &body)
+    })
+    .await
+}
+
+async fn get_group_version(State(s): St, Path((id, vid)): Path<(String, String)>) -> Response {
+    run(&s, move |svc| svc.get_group_version(&id, &vid)).await
+}
+
+// ---- deployments ----------------------------------------------------------------------
+
+async fn list_deployments(State(s): St, Path(id): Path<String>, req: Request) -> Response {
+    let query = req.uri().query().map(str::to_owned);
+    run(&s, move |svc| {
+        svc.list_deployments(&id, page(query.as_deref())?)
+    })
+    .await
+}
+
+async fn create_deployment(
+    State(s): St,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let token = client_token(&headers);
+    run(&s, move |svc| {
+        svc.create_deployment(&id, token.as_deref(), &body)
+    })
+    .await
+}
+
+/// `POST /greengrass/groups/{GroupId}/deployments/$reset` (the `$` arrives percent-encoded,
+/// so the literal segment is matched after decoding).
+async fn post_deployment(
+    State(s): St,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if action != "$reset" {
+        return not_found().await;
+    }
+    let token = client_token(&headers);
+    run(&s, move |svc| {
+        svc.reset_deployments(&id, token.as_deref(), &body)
+    })
+    .await
+}
+
+async fn deployment_status(State(s): St, Path((id, did)): Path<(String, String)>) -> Response {
+    run(&s, move |svc| svc.get_deployment_status(&id, &did)).await
+}
+
+// ---- roles ----------------------------------------------------------------------------
+
+async fn associate_role(State(s): St, Path(id): Path<String>, body: Bytes) -> Response {
+    run(&s, move |svc| svc.associate_role(&id, &body)).await
+}
+
+async fn get_role(State(s): St, Path(id): Path<String>) -> Response {
+    run(&s, move |svc| svc.get_role(&id)).await
+}
+
+async fn disassociate_role(State(s): St, Path(id): Path<String>) -> Response {
+    run(&s, move |svc| svc.disassociate_role(&id)).await
+}
+
+async fn associate_service_role(State(s): St, body: Bytes) -> Response {
+    run(&s, move |svc| svc.associate_service_role(&body)).await
+}
+
+async fn get_service_role(State(s): St) -> Response {
+    run(&s, move |svc| svc.get_service_role()).await
+}
+
+async fn disassociate_service_role(State(s): St) -> Response {
+    run(&s, move |svc| svc.disassociate_service_role()).await
+}
+
+// ---- certificate authorities ----------------------------------------------------------
+
+async fn create_ca(State(s): St, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let token = client_token(&headers);
+    run(&s, move |svc| svc.create_group_ca(&id, token.as_deref())).await
+}
+
+async fn list_cas(State(s): St, Path(id): Path<String>) -> Response {
+    run(&s, move |svc| svc.list_group_cas(&id)).await
+}
+
+async fn get_ca(State(s): St, Path((id, ca)): Path<(String, String)>) -> Response {
+    run(&s, move |svc| svc.get_group_ca(&id, &ca)).await
+}
+
+async fn get_cert_config(State(s): St, Path(id): Path<String>) -> Response {
+    run(&s, move |svc| svc.get_certificate_configuration(&id)).await
+}
+
+async fn update_cert_config(State(s): St, Path(id): Path<String>, body: Bytes) -> Response {
+    run(&s, move |svc| {
+        svc.update_certificate_configuration(&id, &body)
+    })
+    .await
+}
+
+// ---- things ---------------------------------------------------------------------------
+
+async fn get_connectivity(State(s): St, Path(thing): Path<String>) -> Response {
+    run(&s, move |svc| svc.get_connectivity(&thing)).await
+}
+
+async fn update_connectivity(State(s): St, Path(thing): Path<String>, body: Bytes) -> Response {
+    run(&s, move |svc| svc.update_connectivity(&thing, &body)).await
+}
+
+async fn get_runtime_config(State(s): St, Path(thing): Path<String>) -> Response {
+    run(&s, move |svc| svc.get_runtime_configuration(&thing)).await
+}
+
+async fn update_runtime_config(State(s): St, Path(thing): Path<String>, body: Bytes) -> Response {
+    run(&s, move |svc| {
+        svc.update_runtime_configuration(&thing, &body)
+    })
+    .await
+}
+
+// ---- tags -----------------------------------------------------------------------------
+
+async fn tags(State(s): St, Path(arn): Path<String>, req: Request) -> Response {
+    let method = req.method().clone();
+    let query = req.uri().query().map(str::to_owned);
+    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+    };
+    match method.as_str() {
+        "GET" => run(&s, move |svc| svc.list_tags(&arn)).await,
+        "POST" => run(&s, move |svc| svc.tag_resource(&arn, &body)).await,
+        "DELETE" => {
+            let keys: Vec<String> = query_pairs(query.as_deref())
+                .into_iter()
+                .filter(|(k, _)| k == "tagKeys")
+                .map(|(_, v)| v)
+                .collect();
+            run(&s, move |svc| svc.untag_resource(&arn, &keys)).await
+        }
+        _ => method_not_allowed().await,
+    }
+}
+
+// ---- not supported --------------------------------------------------------------------
+
+async fn unsupported(req: Request) -> Response {
+    let what = if req.uri().path().starts_with("/greengrass/updates") {
+        "Software update jobs (CreateSoftwareUpdateJob)"
+    } else {
+        "Bulk deployments (StartBulkDeployment, ListBulkDeployments, GetBulkDeploymentStatus, ListBulkDeploymentDetailedReports, StopBulkDeployment)"
+    };
+    ApiError::bad_request(format!(
+        "{what} are not supported by this control plane; see docs/api.md"
+    ))
+    .into_response()
+}
+
+async fn not_found() -> Response {
+    ApiError::not_found("NotFoundException", "No such operation.").into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::not_found("NotFoundException", "No such operation for this method.").into_response()
+}
+
+// ---- authentication -------------------------------------------------------------------
+
+/// Read the body (bounded), check the signature, and hand the request on.
+async fn authenticate(State(s): St, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::bad_request(format!(
+                "The request body is larger than {MAX_BODY_BYTES} bytes."
+            ))
+            .into_response();
+        }
+    };
+    if let Auth::SigV4(keys) = &s.auth {
+        let signed = sigv4::Request {
+            method: parts.method.as_str(),
+            raw_path: parts.uri.path(),
+            raw_query: parts.uri.query(),
+            headers: &parts.headers,
+            body: &bytes,
+        };
+        let secret_for = |id: &str| {
+            keys.iter()
+                .find(|k| k.access_key_id == id)
+                .map(|k| k.secret_access_key.clone())
+        };
+        let skew = time::Duration::try_from(MAX_CLOCK_SKEW).unwrap_or(time::Duration::minutes(5));
+        if let Err(e) = sigv4::verify(&signed, secret_for, time::OffsetDateTime::now_utc(), skew) {
+            tracing::warn!(path = %parts.uri.path(), error = %e, "request refused");
+            return ApiError::Auth(e).into_response();
+        }
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+/// The API's routes, on an already-built state.
+pub fn router(state: Arc<AppState>) -> Router {
+    let defs = "/greengrass/definition/{kind}";
+    Router::new()
+        .route(defs, get(list_definitions).post(create_definition))
+        .route(
+            &format!("{defs}/{{id}}"),
+            get(get_definition)
+                .put(update_definition)
+                .delete(delete_definition),
+        )
+        .route(
+            &format!("{defs}/{{id}}/versions"),
+            get(list_definition_versions).post(create_definition_version),
+        )
+        .route(
+            &format!("{defs}/{{id}}/versions/{{vid}}"),
+            get(get_definition_version),
+        )
+        .route("/greengrass/groups", get(list_groups).post(create_group))
+        .route(
+            "/greengrass/groups/{id}",
+            get(get_group).put(update_group).delete(delete_group),
+        )
+        .route(
+            "/greengrass/groups/{id}/versions",
+            get(list_group_versions).post(create_group_version),
+        )
+        .route(
+            "/greengrass/groups/{id}/versions/{vid}",
+            get(get_group_version),
+        )
+        .route(
+            "/greengrass/groups/{id}/deployments",
+            get(list_deployments).post(create_deployment),
+        )
+        .route(
+            "/greengrass/groups/{id}/deployments/{action}",
+            post(post_deployment),
+        )
+        .route(
+            "/greengrass/groups/{id}/deployments/{did}/status",
+            get(deployment_status),
+        )
+        .route(
+            "/greengrass/groups/{id}/role",
+            get(get_role).put(associate_role).delete(disassociate_role),
+        )
+        .route(
+            "/greengrass/servicerole",
+            get(get_service_role)
+                .put(associate_service_role)
+                .delete(disassociate_service_role),
+        )
+        .route(
+            "/greengrass/groups/{id}/certificateauthorities",
+            get(list_cas).post(create_ca),
+        )
+        .route(
+            "/greengrass/groups/{id}/certificateauthorities/configuration/expiry",
+            get(get_cert_config).put(update_cert_config),
+        )
+        .route(
+            "/greengrass/groups/{id}/certificateauthorities/{ca}",
+            get(get_ca),
+        )
+        .route(
+            "/greengrass/things/{thing}/connectivityInfo",
+            get(get_connectivity).put(update_connectivity),
+        )
+        .route(
+            "/greengrass/things/{thing}/runtimeconfig",
+            get(get_runtime_config).put(update_runtime_config),
+        )
+        .route("/tags/{*arn}", axum::routing::any(tags))
+        .route(
+            "/greengrass/bulk/deployments",
+            axum::routing::any(unsupported),
+        )
+        .route(
+            "/greengrass/bulk/deployments/{*rest}",
+            axum::routing::any(unsupported),
+        )
+        .route("/greengrass/updates", axum::routing::any(unsupported))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state)
+}

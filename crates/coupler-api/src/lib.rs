@@ -1,0 +1,30 @@
+//! Coupler's control plane: the Greengrass 2017-06-07 REST API on an embedded store.
+//!
+//! [`serve`] runs it on an already-bound listener until a shutdown signal; [`http::router`]
+//! gives the bare axum router for tests. Every operation is a method of [`Service`]; the
+//! store is a [`store::Store`] (SQLite by default). See `docs/api.md` for the operations.
+
+pub mod ca;
+pub mod error;
+pub mod http;
+pub mod service;
+pub mod sigv4;
+pub mod store;
+pub mod wire;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use http::{AccessKey, AppState, Auth};
+pub use service::Service;
+
+/// Serve the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,1532 @@
+//! The Greengrass operations, as plain synchronous functions over the store.
+//!
+//! The HTTP layer decodes a request, runs one of these on a blocking thread, and encodes the
+//! answer. Every mutation runs under one write lock, so read-modify-write sequences (a new
+//! version and its definition's LatestVersion pointer) are consistent, and each is committed
+//! as one atomic batch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use coupler_model::api::{
+    ConnectorDefinitionVersion, CoreDefinitionVersion, DeviceDefinitionVersion,
+    FunctionDefinitionVersion, GroupVersion, LoggerDefinitionVersion, ResourceDefinitionVersion,
+    SubscriptionDefinitionVersion,
+};
+use coupler_model::arn::{DefinitionKind, DefinitionVersionArn};
+use coupler_model::bundle::GroupBundle;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::Digest;
+
+use crate::ca;
+use crate::error::{ApiError, ApiResult, ErrorDetail};
+use crate::store::{Op, Store};
+use crate::wire::{
+    Identity, Page, Taggable, Tags, check_name, check_tags, from_json, new_id, now, to_json,
+};
+
+/// The control plane: the store, who it is, and the write lock.
+pub struct Service {
+    store: Arc<dyn Store>,
+    identity: Identity,
+    write: Mutex<()>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored definition: `DefinitionInformation` plus its tags.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DefinitionRecord {
+    arn: String,
+    creation_timestamp: String,
+    id: String,
+    last_updated_timestamp: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latest_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latest_version_arn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(rename = "tags", default, skip_serializing_if = "BTreeMap::is_empty")]
+    tags: Tags,
+}
+
+/// A stored version of a definition or a group: `VersionInformation` plus its definition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct VersionRecord {
+    arn: String,
+    creation_timestamp: String,
+    id: String,
+    version: String,
+    definition: Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct VersionInformation<'a> {
+    arn: &'a str,
+    creation_timestamp: &'a str,
+    id: &'a str,
+    version: &'a str,
+}
+
+impl VersionRecord {
+    fn info(&self) -> VersionInformation<'_> {
+        VersionInformation {
+            arn: &self.arn,
+            creation_timestamp: &self.creation_timestamp,
+            id: &self.id,
+            version: &self.version,
+        }
+    }
+}
+
+/// A stored group: `GroupInformation`, tags, role and certificate settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct GroupRecord {
+    #[serde(flatten)]
+    info: DefinitionRecord,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role: Option<RoleRecord>,
+    #[serde(default = "ca::default_certificate_expiry_ms")]
+    certificate_expiry_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RoleRecord {
+    role_arn: String,
+    associated_at: String,
+}
+
+/// A stored deployment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeploymentRecord {
+    pub created_at: String,
+    pub deployment_arn: String,
+    pub deployment_id: String,
+    pub deployment_type: String,
+    pub group_arn: String,
+    /// The group version deployed; absent for resets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_version_id: Option<String>,
+    pub status: String,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_details: Vec<StoredErrorDetail>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StoredErrorDetail {
+    pub detailed_error_code: String,
+    pub detailed_error_message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct IdempotencyRecord {
+    fingerprint: String,
+    response: Value,
+}
+
+/// What `Create{K}Definition` takes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDefinitionRequest {
+    #[serde(rename = "Name")]
+    name: Option<String>,
+    #[serde(rename = "InitialVersion")]
+    initial_version: Option<Value>,
+    #[serde(rename = "tags", default)]
+    tags: Tags,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateNameRequest {
+    #[serde(rename = "Name")]
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroupRequest {
+    #[serde(rename = "Name")]
+    name: String,
+    #[serde(rename = "InitialVersion")]
+    initial_version: Option<GroupVersion>,
+    #[serde(rename = "tags", default)]
+    tags: Tags,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDeploymentRequest {
+    #[serde(rename = "DeploymentId")]
+    deployment_id: Option<String>,
+    #[serde(rename = "DeploymentType")]
+    deployment_type: String,
+    #[serde(rename = "GroupVersionId")]
+    group_version_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    #[serde(rename = "Force", default)]
+    force: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleRequest {
+    #[serde(rename = "RoleArn")]
+    role_arn: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfigurationRequest {
+    #[serde(rename = "CertificateExpiryInMilliseconds")]
+    certificate_expiry_ms: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectivityInfo {
+    #[serde(rename = "HostAddress")]
+    host_address: Option<String>,
+    #[serde(rename = "Id")]
+    id: Option<String>,
+    #[serde(rename = "Metadata", skip_serializing_if = "Option::is_none")]
+    metadata: Option<String>,
+    #[serde(rename = "PortNumber")]
+    port_number: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectivityRequest {
+    #[serde(rename = "ConnectivityInfo", default)]
+    connectivity_info: Vec<ConnectivityInfo>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfigurationRequest {
+    #[serde(rename = "TelemetryConfiguration")]
+    telemetry_configuration: Option<TelemetryUpdate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryUpdate {
+    #[serde(rename = "Telemetry")]
+    telemetry: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagRequest {
+    #[serde(rename = "tags", default)]
+    tags: Tags,
+}
+
+/// How the 404s name each kind, in the service's words.
+fn kind_title(kind: DefinitionKind) -> &'static str {
+    match kind {
+        DefinitionKind::Connectors => "Connector Definition",
+        DefinitionKind::Cores => "Core Definition",
+        DefinitionKind::Devices => "Device Definition",
+        DefinitionKind::Functions => "Lambda Definition",
+        DefinitionKind::Loggers => "Logger Definition",
+        DefinitionKind::Resources => "Resource Definition",
+        DefinitionKind::Subscriptions => "Subscription List Definition",
+    }
+}
+
+/// Check that a definition-version payload has the API's shape, and give back the
+/// normalised JSON (what is stored and returned).
+fn parse_payload(kind: DefinitionKind, payload: Value) -> ApiResult<Value> {
+    fn shape<T: serde::de::DeserializeOwned + Serialize>(v: Value) -> ApiResult<Value> {
+        let typed: T = serde_path_to_error::deserialize(v).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                ApiError::bad_request(format!("The definition is invalid: {inner}"))
+            } else {
+                ApiError::bad_request(format!("{path}: {inner}"))
+            }
+        })?;
+        serde_json::to_value(typed).map_err(|e| ApiError::Internal(e.to_string()))
+    }
+    match kind {
+        DefinitionKind::Connectors => shape::<ConnectorDefinitionVersion>(payload),
+        DefinitionKind::Cores => shape::<CoreDefinitionVersion>(payload),
+        DefinitionKind::Devices => shape::<DeviceDefinitionVersion>(payload),
+        DefinitionKind::Functions => shape::<FunctionDefinitionVersion>(payload),
+        DefinitionKind::Loggers => shape::<LoggerDefinitionVersion>(payload),
+        DefinitionKind::Resources => shape::<ResourceDefinitionVersion>(payload),
+        DefinitionKind::Subscriptions => shape::<SubscriptionDefinitionVersion>(payload),
+    }
+}
+
+/// Problems of one definition version on its own, before any group exists: the rules that
+/// need no other definition (ids, ARN formats, paths, parameters, topics).
+fn check_definition(kind: DefinitionKind, payload: &Value) -> ApiResult<()> {
+    let problems = coupler_model::validate::validate_definition(kind, payload);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(invalid(
+        &format!("The {} is invalid.", kind_title(kind).to_lowercase()),
+        problems,
+    ))
+}
+
+fn invalid(message: &str, problems: Vec<coupler_model::Problem>) -> ApiError {
+    ApiError::with_details(
+        format!(
+            "{message} (ErrorDetails: [{}])",
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        problems
+            .into_iter()
+            .map(|p| ErrorDetail::new("InvalidGroupVersion", p.to_string()))
+            .collect(),
+    )
+}
+
+fn fingerprint(parts: &[&[u8]]) -> String {
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    hex::encode(h.finalize())
+}
+
+fn put<T: Serialize>(
+    collection: impl Into<String>,
+    key: impl Into<String>,
+    v: &T,
+) -> ApiResult<Op> {
+    Ok(Op::Put {
+        collection: collection.into(),
+        key: key.into(),
+        value: to_json(v)?,
+    })
+}
+
+fn insert<T: Serialize>(
+    collection: impl Into<String>,
+    key: impl Into<String>,
+    v: &T,
+) -> ApiResult<Op> {
+    Ok(Op::Insert {
+        collection: collection.into(),
+        key: key.into(),
+        value: to_json(v)?,
+    })
+}
+
+fn definitions_collection(kind: DefinitionKind) -> String {
+    format!("definitions/{}", kind.as_str())
+}
+
+fn versions_collection(kind: DefinitionKind, id: &str) -> String {
+    format!("versions/{}/{id}", kind.as_str())
+}
+
+fn group_versions_collection(group: &str) -> String {
+    format!("group-versions/{group}")
+}
+
+fn deployments_collection(group: &str) -> String {
+    format!("deployments/{group}")
+}
+
+fn cas_collection(group: &str) -> String {
+    format!("cas/{group}")
+}
+
+const GROUPS: &str = "groups";
+
+/// A page of records: the JSON list and the token for the next page.
+fn page_json<T: for<'de> Deserialize<'de>, F: Fn(&T) -> Value>(
+    store: &dyn Store,
+    collection: &str,
+    page: Page,
+    list_key: &str,
+    f: F,
+) -> ApiResult<Value> {
+    // One more than asked tells whether there is a next page.
+    let items = store.list(collection, page.after, page.limit + 1)?;
+    let more = items.len() > page.limit;
+    let mut out = Vec::with_capacity(items.len().min(page.limit));
+    let mut last = None;
+    for item in items.into_iter().take(page.limit) {
+        out.push(f(&from_json::<T>(&item.value)?));
+        last = Some(item.seq);
+    }
+    let mut body = serde_json::Map::new();
+    body.insert(list_key.to_owned(), Value::Array(out));
+    if more && let Some(seq) = last {
+        body.insert("NextToken".into(), Value::String(seq.to_string()));
+    }
+    Ok(Value::Object(body))
+}
+
+fn json<T: Serialize>(v: &T) -> ApiResult<Value> {
+    serde_json::to_value(v).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+impl Service {
+    pub fn new(store: Arc<dyn Store>, identity: Identity) -> Self {
+        Self {
+            store,
+            identity,
+            write: Mutex::new(()),
+        }
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    fn get<T: for<'de> Deserialize<'de>>(
+        &self,
+        collection: &str,
+        key: &str,
+    ) -> ApiResult<Option<T>> {
+        self.store
+            .get(collection, key)?
+            .map(|v| from_json(&v))
+            .transpose()
+    }
+
+    /// Run a creating operation once per client token: a retry with the same token and the
+    /// same request gets the first answer, with another request a 400.
+    fn idempotent(
+        &self,
+        op: &str,
+        token: Option<&str>,
+        request: &[&[u8]],
+        create: impl FnOnce() -> ApiResult<(Value, Vec<Op>)>,
+    ) -> ApiResult<Value> {
+        let _guard = self.write.lock();
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            let (response, ops) = create()?;
+            self.store.write(&ops)?;
+            return Ok(response);
+        };
+        let key = format!("{op}:{token}");
+        let fp = fingerprint(request);
+        if let Some(prev) = self.get::<IdempotencyRecord>("idempotency", &key)? {
+            if prev.fingerprint == fp {
+                return Ok(prev.response);
+            }
+            return Err(ApiError::bad_request(format!(
+                "The client token {token:?} was already used with different parameters."
+            )));
+        }
+        let (response, mut ops) = create()?;
+        ops.push(insert(
+            "idempotency",
+            key,
+            &IdempotencyRecord {
+                fingerprint: fp,
+                response: response.clone(),
+            },
+        )?);
+        self.store.write(&ops)?;
+        Ok(response)
+    }
+
+    // ---- definitions ------------------------------------------------------------------
+
+    fn definition(
+        &self,
+        kind: DefinitionKind,
+        id: &str,
+        lower: bool,
+    ) -> ApiResult<DefinitionRecord> {
+        self.get(&definitions_collection(kind), id)?.ok_or_else(|| {
+            let msg = if lower {
+                format!("That {} definition does not exist.", kind.as_str())
+            } else {
+                format!("That {} does not exist.", kind_title(kind))
+            };
+            ApiError::not_found("IdNotFoundException", msg)
+        })
+    }
+
+    /// The ops and record of a new version of an existing definition.
+    fn version_ops(
+        &self,
+        kind: DefinitionKind,
+        def: &mut DefinitionRecord,
+        payload: Value,
+    ) -> ApiResult<(VersionRecord, Vec<Op>)> {
+        let payload = parse_payload(kind, payload)?;
+        check_definition(kind, &payload)?;
+        let vid = new_id();
+        let now = now();
+        let version = VersionRecord {
+            arn: self.identity.definition_version_arn(kind, &def.id, &vid),
+            creation_timestamp: now.clone(),
+            id: def.id.clone(),
+            version: vid.clone(),
+            definition: payload,
+        };
+        def.latest_version = Some(vid.clone());
+        def.latest_version_arn = Some(version.arn.clone());
+        def.last_updated_timestamp = now;
+        let ops = vec![
+            insert(versions_collection(kind, &def.id), &vid, &version)?,
+            put(definitions_collection(kind), &def.id, &*def)?,
+        ];
+        Ok((version, ops))
+    }
+
+    pub fn create_definition(
+        &self,
+        kind: DefinitionKind,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> ApiResult<Value> {
+        let req: CreateDefinitionRequest = crate::wire::parse_body(body)?;
+        if let Some(n) = &req.name {
+            check_name(n)?;
+        }
+        check_tags(&req.tags)?;
+        self.idempotent(
+            &format!("CreateDefinition/{}", kind.as_str()),
+            token,
+            &[body],
+            || {
+                let id = new_id();
+                let now = now();
+                let mut def = DefinitionRecord {
+                    arn: self.identity.definition_arn(kind, &id),
+                    creation_timestamp: now.clone(),
+                    id: id.clone(),
+                    last_updated_timestamp: now,
+                    latest_version: None,
+                    latest_version_arn: None,
+                    name: req.name,
+                    tags: req.tags,
+                };
+                let mut ops = Vec::new();
+                if let Some(initial) = req.initial_version {
+                    let (_, v_ops) = self.version_ops(kind, &mut def, initial)?;
+                    ops.extend(v_ops);
+                } else {
+                    ops.push(put(definitions_collection(kind), &id, &def)?);
+                }
+                let mut response = json(&def)?;
+                // The create response carries no tags.
+                if let Value::Object(m) = &mut response {
+                    m.remove("tags");
+                }
+                Ok((response, ops))
+            },
+        )
+    }
+
+    pub fn get_definition(&self, kind: DefinitionKind, id: &str) -> ApiResult<Value> {
+        json(&self.definition(kind, id, false)?)
+    }
+
+    pub fn list_definitions(&self, kind: DefinitionKind, page: Page) -> ApiResult<Value> {
+        page_json::<DefinitionRecord, _>(
+            &*self.store,
+            &definitions_collection(kind),
+            page,
+            "Definitions",
+            |d| json(d).unwrap_or(Value::Null),
+        )
+    }
+
+    pub fn update_definition(
+        &self,
+        kind: DefinitionKind,
+        id: &str,
+        body: &[u8],
+    ) -> ApiResult<Value> {
+        let req: UpdateNameRequest = crate::wire::parse_body(body)?;
+        let Some(name) = req.name.filter(|n| !n.is_empty()) else {
+            return Err(ApiError::BadRequest {
+                code: "InvalidContainerDefinitionException",
+                message: "Input does not contain any attributes to be updated".into(),
+                details: Vec::new(),
+            });
+        };
+        check_name(&name)?;
+        let _guard = self.write.lock();
+        let mut def = self.definition(kind, id, true)?;
+        def.name = Some(name);
+        def.last_updated_timestamp = now();
+        self.store
+            .write(&[put(definitions_collection(kind), id, &def)?])?;
+        Ok(Value::Object(Default::default()))
+    }
+
+    pub fn delete_definition(&self, kind: DefinitionKind, id: &str) -> ApiResult<Value> {
+        let _guard = self.write.lock();
+        self.definition(kind, id, true)?;
+        self.store.write(&[
+            Op::Delete {
+                collection: definitions_collection(kind),
+                key: id.to_owned(),
+            },
+            Op::DeleteCollection {
+                collection: versions_collection(kind, id),
+            },
+        ])?;
+        Ok(Value::Object(Default::default()))
+    }
+
+    pub fn create_definition_version(
+        &self,
+        kind: DefinitionKind,
+        id: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> ApiResult<Value> {
+        let payload: Value = crate::wire::parse_body(body)?;
+        let op = format!("CreateDefinitionVersion/{}/{id}", kind.as_str());
+        self.idempotent(&op, token, &[body], || {
+            let mut def = self.definition(kind, id, true)?;
+            let (version, ops) = self.version_ops(kind, &mut def, payload)?;
+            Ok((json(&version.info())?, ops))
+        })
+    }
+
+    fn definition_version(
+        &self,
+        kind: DefinitionKind,
+        id: &str,
+        vid: &str,
+    ) -> ApiResult<VersionRecord> {
+        self.definition(kind, id, false)?;
+        self.get(&versions_collection(kind, id), vid)?
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "VersionNotFoundException",
+                    format!("Version {vid} of {} {id} does not exist.", kind_title(kind)),
+                )
+            })
+    }
+
+    pub fn get_definition_version(
+        &self,
+        kind: DefinitionKind,
+        id: &str,
+        vid: &str,
+    ) -> ApiResult<Value> {
+        json(&self.definition_version(kind, id, vid)?)
+    }
+
+    pub fn list_definition_versions(
+        &self,
+        kind: DefinitionKind,
+        id: &str,
+        page: Page,
+    ) -> ApiResult<Value> {
+        self.definition(kind, id, true)?;
+        page_json::<VersionRecord, _>(
+            &*self.store,
+            &versions_collection(kind, id),
+            page,
+            "Versions",
+            |v| json(&v.info()).unwrap_or(Value::Null),
+        )
+    }
+
+    // ---- groups -----------------------------------------------------------------------
+
+    fn group(&self, id: &str) -> ApiResult<GroupRecord> {
+        self.get(GROUPS, id)?.ok_or_else(|| {
+            ApiError::not_found(
+                "IdNotFoundException",
+                "That Group Definition does not exist.",
+            )
+        })
+    }
+
+    /// Resolve a group version's definition-version ARNs into a bundle, or say which are
+    /// missing, as the service does.
+    fn resolve(&self, gv: &GroupVersion) -> ApiResult<GroupBundle> {
+        let mut missing = Vec::new();
+        let mut bundle = GroupBundle::default();
+        let refs: [(&Option<String>, DefinitionKind, &str); 7] = [
+            (
+                &gv.core_definition_version_arn,
+                DefinitionKind::Cores,
+                "Cores",
+            ),
+            (
+                &gv.device_definition_version_arn,
+                DefinitionKind::Devices,
+                "Devices",
+            ),
+            (
+                &gv.function_definition_version_arn,
+                DefinitionKind::Functions,
+                "Lambda",
+            ),
+            (
+                &gv.subscription_definition_version_arn,
+                DefinitionKind::Subscriptions,
+                "Subscription",
+            ),
+            (
+                &gv.logger_definition_version_arn,
+                DefinitionKind::Loggers,
+                "Loggers",
+            ),
+            (
+                &gv.resource_definition_version_arn,
+                DefinitionKind::Resources,
+                "Resource",
+            ),
+            (
+                &gv.connector_definition_version_arn,
+                DefinitionKind::Connectors,
+                "Connectors",
+            ),
+        ];
+        for (arn, kind, word) in refs {
+            let Some(arn) = arn else { continue };
+            let found = DefinitionVersionArn::parse(arn)
+                .ok()
+                .filter(|a| {
+                    a.kind() == kind && arn.starts_with(&self.identity.definition_arn(kind, ""))
+                })
+                .map(|a| {
+                    self.get::<VersionRecord>(
+                        &versions_collection(kind, a.definition_id()),
+                        a.version_id(),
+                    )
+                })
+                .transpose()?
+                .flatten();
+            let Some(v) = found else {
+                missing.push(format!("{word} definition reference does not exist"));
+                continue;
+            };
+            let d = v.definition;
+            let bad =
+                |e: serde_json::Error| ApiError::Internal(format!("stored version {arn}: {e}"));
+            match kind {
+                DefinitionKind::Cores => {
+                    bundle.core_definition_version = Some(serde_json::from_value(d).map_err(bad)?)
+                }
+                DefinitionKind::Devices => {
+                    bundle.device_definition_version = Some(serde_json::from_value(d).map_err(bad)?)
+                }
+                DefinitionKind::Functions => {
+                    bundle.function_definition_version =
+                        Some(serde_json::from_value(d).map_err(bad)?)
+                }
+                DefinitionKind::Subscriptions => {
+                    bundle.subscription_definition_version =
+                        Some(serde_json::from_value(d).map_err(bad)?)
+                }
+                DefinitionKind::Loggers => {
+                    bundle.logger_definition_version = Some(serde_json::from_value(d).map_err(bad)?)
+                }
+                DefinitionKind::Resources => {
+                    bundle.resource_definition_version =
+                        Some(serde_json::from_value(d).map_err(bad)?)
+                }
+                DefinitionKind::Connectors => {
+                    bundle.connector_definition_version =
+                        Some(serde_json::from_value(d).map_err(bad)?)
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return Err(ApiError::with_details(
+                format!(
+                    "The group is invalid or corrupted. (ErrorDetails: [{}])",
+                    missing.join(", ")
+                ),
+                missing
+                    .into_iter()
+                    .map(|m| ErrorDetail::new("InvalidGroupVersion", m))
+                    .collect(),
+            ));
+        }
+        Ok(bundle)
+    }
+
+    /// Resolve and validate a group version; a missing core is allowed here (it is refused
+    /// at deployment, as Greengrass does).
+    fn check_group_version(&self, gv: &GroupVersion) -> ApiResult<()> {
+        let bundle = self.resolve(gv)?;
+        // Whether functions may run as root is the core's setting, checked when it deploys.
+        let options = coupler_model::Options {
+            allow_functions_to_run_as_root: true,
+        };
+        if let Err(problems) = coupler_model::validate(&bundle, &options) {
+            let problems: Vec<_> = problems
+                .into_iter()
+                .filter(|p| p.path != "CoreDefinitionVersion")
+                .collect();
+            if !problems.is_empty() {
+                return Err(invalid("The group is invalid or corrupted.", problems));
+            }
+        }
+        Ok(())
+    }
+
+    fn group_version_ops(
+        &self,
+        group: &mut GroupRecord,
+        gv: GroupVersion,
+    ) -> ApiResult<(VersionRecord, Vec<Op>)> {
+        self.check_group_version(&gv)?;
+        let vid = new_id();
+        let now = now();
+        let version = VersionRecord {
+            arn: self.identity.group_version_arn(&group.info.id, &vid),
+            creation_timestamp: now.clone(),
+            id: group.info.id.clone(),
+            version: vid.clone(),
+            definition: json(&gv)?,
+        };
+        group.info.latest_version = Some(vid.clone());
+        group.info.latest_version_arn = Some(version.arn.clone());
+        group.info.last_updated_timestamp = now;
+        Ok((
+            version.clone(),
+            vec![
+                insert(group_versions_collection(&group.info.id), &vid, &version)?,
+                put(GROUPS, &group.info.id, &*group)?,
+            ],
+        ))
+    }
+
+    pub fn create_group(&self, token: Option<&str>, body: &[u8]) -> ApiResult<Value> {
+        let req: CreateGroupRequest = crate::wire::parse_body(body)?;
+        check_name(&req.name)?;
+        check_tags(&req.tags)?;
+        self.idempotent("CreateGroup", token, &[body], || {
+            let id = new_id();
+            let now = now();
+            let mut group = GroupRecord {
+                info: DefinitionRecord {
+                    arn: self.identity.group_arn(&id),
+                    creation_timestamp: now.clone(),
+                    id: id.clone(),
+                    last_updated_timestamp: now,
+                    latest_version: None,
+                    latest_version_arn: None,
+                    name: Some(req.name),
+                    tags: req.tags,
+                },
+                role: None,
+                certificate_expiry_ms: ca::default_certificate_expiry_ms(),
+            };
+            let mut ops = Vec::new();
+            if let Some(gv) = req.initial_version {
+                let (_, v_ops) = self.group_version_ops(&mut group, gv)?;
+                ops.extend(v_ops);
+            } else {
+                ops.push(put(GROUPS, &id, &group)?);
+            }
+            let mut response = json(&group.info)?;
+            if let Value::Object(m) = &mut response {
+                m.remove("tags");
+            }
+            Ok((response, ops))
+        })
+    }
+
+    pub fn get_group(&self, id: &str) -> ApiResult<Value> {
+        json(&self.group(id)?.info)
+    }
+
+    pub fn list_groups(&self, page: Page) -> ApiResult<Value> {
+        page_json::<GroupRecord, _>(&*self.store, GROUPS, page, "Groups", |g| {
+            let mut v = json(&g.info).unwrap_or(Value::Null);
+            // GroupInformation has no tags.
+            if let Value::Object(m) = &mut v {
+                m.remove("tags");
+            }
+            v
+        })
+    }
+
+    pub fn update_group(&self, id: &str, body: &[u8]) -> ApiResult<Value> {
+        let req: UpdateNameRequest = crate::wire::parse_body(body)?;
+        let Some(name) = req.name.filter(|n| !n.is_empty()) else {
+            return Err(ApiError::BadRequest {
+                code: "InvalidContainerDefinitionException",
+                message: "Input does not contain any attributes to be updated".into(),
+                details: Vec::new(),
+            });
+        };
+        check_name(&name)?;
+        let _guard = self.write.lock();
+        let mut group = self.group(id)?;
+        group.info.name = Some(name);
+        group.info.last_updated_timestamp = now();
+        self.store.write(&[put(GROUPS, id, &group)?])?;
+        Ok(Value::Object(Default::default()))
+    }
+
+    pub fn delete_group(&self, id: &str) -> ApiResult<Value> {
+        let _guard = self.write.lock();
+        self.group(id)?;
+        self.store.write(&[
+            Op::Delete {
+                collection: GROUPS.into(),
+                key: id.to_owned(),
+            },
+            Op::DeleteCollection {
+                collection: group_versions_collection(id),
+            },
+            Op::DeleteCollection {
+                collection: deployments_collection(id),
+            },
+            Op::DeleteCollection {
+                collection: cas_collection(id),
+            },
+        ])?;
+        Ok(Value::Object(Default::default()))
+    }
+
+    pub fn create_group_version(
+        &self,
+        id: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> ApiResult<Value> {
+        let gv: GroupVersion = crate::wire::parse_body(body)?;
+        self.idempotent(&format!("CreateGroupVersion/{id}"), token, &[body], || {
+            let mut group = self.group(id)?;
+            let (version, ops) = self.group_version_ops(&mut group, gv)?;
+            Ok((json(&version.info())?, ops))
+        })
+    }
+
+    fn group_version(&self, id: &str, vid: &str) -> ApiResult<VersionRecord> {
+        self.group(id)?;
+        self.get(&group_versions_collection(id), vid)?
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "VersionNotFoundException",
+                    format!("Version {vid} of Group Definition {id} does not exist."),
+                )
+            })
+    }
+
+    pub fn get_group_version(&self, id: &str, vid: &str) -> ApiResult<Value> {
+        json(&self.group_version(id, vid)?)
+    }
+
+    pub fn list_group_versions(&self, id: &str, page: Page) -> ApiResult<Value> {
+        self.group(id)?;
+        page_json::<VersionRecord, _>(
+            &*self.store,
+            &group_versions_collection(id),
+            page,
+            "Versions",
+            |v| json(&v.info()).unwrap_or(Value::Null),
+        )
+    }
+
+    /// The group version of a group, resolved into a bundle (for the core).
+    pub fn group_bundle(&self, id: &str, vid: &str) -> ApiResult<GroupBundle> {
+        let v = self.group_version(id, vid)?;
+        let gv: GroupVersion = serde_json::from_value(v.definition)
+            .map_err(|e| ApiError::Internal(format!("stored group version: {e}")))?;
+        self.resolve(&gv)
+    }
+
+    // ---- deployments ------------------------------------------------------------------
+
+    fn deployment(&self, group: &str, id: &str) -> ApiResult<Option<DeploymentRecord>> {
+        self.get(&deployments_collection(group), id)
+    }
+
+    pub fn create_deployment(
+        &self,
+        group_id: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> ApiResult<Value> {
+        let req: CreateDeploymentRequest = crate::wire::parse_body(body)?;
+        const TYPES: [&str; 4] = [
+            "NewDeployment",
+            "Redeployment",
+            "ResetDeployment",
+            "ForceResetDeployment",
+        ];
+        if !TYPES.contains(&req.deployment_type.as_str()) {
+            return Err(ApiError::invalid_input(
+                "That deployment type is not valid.  Please specify one of the following types: {NewDeployment,Redeployment,ResetDeployment,ForceResetDeployment}.",
+            ));
+        }
+        if req.deployment_type.ends_with("ResetDeployment") {
+            return self.reset(
+                group_id,
+                token,
+                body,
+                req.deployment_type == "ForceResetDeployment",
+            );
+        }
+        self.idempotent(&format!("CreateDeployment/{group_id}"), token, &[body], || {
+            let group = self.get::<GroupRecord>(GROUPS, group_id)?.ok_or_else(|| {
+                ApiError::not_found("ResourceNotFoundException", "That group definition does not exist.")
+            })?;
+            let vid = if req.deployment_type == "Redeployment" {
+                let Some(prev) = req.deployment_id.as_deref() else {
+                    return Err(ApiError::invalid_input(
+                        "Your request is missing the following required parameter(s): {DeploymentId}.",
+                    ));
+                };
+                self.deployment(group_id, prev)?
+                    .and_then(|d| d.group_version_id)
+                    .ok_or_else(|| ApiError::invalid_input(format!("Deployment ID '{prev}' is invalid.")))?
+            } else {
+                req.group_version_id.clone().ok_or_else(|| {
+                    ApiError::invalid_input(
+                        "Your request is missing the following required parameter(s): {GroupVersionId}.",
+                    )
+                })?
+            };
+            let version: VersionRecord = self.get(&group_versions_collection(group_id), &vid)?.ok_or_else(|| {
+                ApiError::not_found(
+                    "ResourceNotFoundException",
+                    format!("Version {vid} of Group Definition {group_id} does not exist."),
+                )
+            })?;
+            let gv: GroupVersion = serde_json::from_value(version.definition.clone())
+                .map_err(|e| ApiError::Internal(format!("stored group version: {e}")))?;
+            let bundle = self.resolve(&gv)?;
+            let cores = bundle
+                .core_definition_version
+                .as_ref()
+                .and_then(|c| c.cores.as_ref())
+                .map_or(0, Vec::len);
+            if cores != 1 {
+                return Err(ApiError::BadRequest {
+                    code: "MissingCoreException",
+                    message: r#"{"ErrorDetails":[{"DetailedErrorCode":"GG-303","DetailedErrorMessage":"You need a Greengrass Core in this Group before you can deploy."}]}"#.into(),
+                    details: vec![ErrorDetail::new(
+                        "GG-303",
+                        "You need a Greengrass Core in this Group before you can deploy.",
+                    )],
+                });
+            }
+            let did = new_id();
+            let now = now();
+            let record = DeploymentRecord {
+                created_at: now.clone(),
+                deployment_arn: self.identity.deployment_arn(group_id, &did),
+                deployment_id: did.clone(),
+                deployment_type: req.deployment_type.clone(),
+                group_arn: version.arn.clone(),
+                group_version_id: Some(vid),
+                // Validated and resolved: ready for the core to pick up.
+                status: "InProgress".into(),
+                updated_at: now,
+                error_message: None,
+                error_details: Vec::new(),
+            };
+            let _ = group;
+            let response = serde_json::json!({
+                "DeploymentArn": record.deployment_arn,
+                "DeploymentId": record.deployment_id,
+            });
+            Ok((response, vec![insert(deployments_collection(group_id), &did, &record)?]))
+        })
+    }
+
+    pub fn reset_deployments(
+        &self,
+        group_id: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> ApiResult<Value> {
+        let req: ResetRequest = crate::wire::parse_body(body)?;
+        self.reset(group_id, token, body, req.force)
+    }
+
+    fn reset(
+        &self,
+        group_id: &str,
+        token: Option<&str>,
+        body: &[u8],
+        force: bool,
+    ) -> ApiResult<Value> {
+        self.idempotent(
+            &format!("ResetDeployments/{group_id}"),
+            token,
+            &[body],
+            || {
+                self.get::<GroupRecord>(GROUPS, group_id)?.ok_or_else(|| {
+                    ApiError::not_found(
+                        "ResourceNotFoundException",
+                        "That group definition does not exist.",
+                    )
+                })?;
+                let latest = self.latest_deployment(group_id)?;
+                if latest
+                    .as_ref()
+                    .is_none_or(|d| d.deployment_type.ends_with("ResetDeployment"))
+                {
+                    return Err(ApiError::not_found(
+                        "ResourceNotFoundException",
+                        format!(
+                            "Group id: {group_id} has not been deployed or has already been reset."
+                        ),
+                    ));
+                }
+                let did = new_id();
+                let now = now();
+                let record = DeploymentRecord {
+                    created_at: now.clone(),
+                    deployment_arn: self.identity.deployment_arn(group_id, &did),
+                    deployment_id: did.clone(),
+                    deployment_type: if force {
+                        "ForceResetDeployment"
+                    } else {
+                        "ResetDeployment"
+                    }
+                    .into(),
+                    group_arn: self.identity.group_arn(group_id),
+                    group_version_id: None,
+                    // A forced reset is done once the control plane forgets the deployment; a plain
+                    // one waits for the core to clean up.
+                    status: if force { "Success" } else { "InProgress" }.into(),
+                    updated_at: now,
+                    error_message: None,
+                    error_details: Vec::new(),
+                };
+                let response = serde_json::json!({
+                    "DeploymentArn": record.deployment_arn,
+                    "DeploymentId": record.deployment_id,
+                });
+                Ok((
+                    response,
+                    vec![insert(deployments_collection(group_id), &did, &record)?],
+                ))
+            },
+        )
+    }
+
+    /// The most recent deployment of a group.
+    pub fn latest_deployment(&self, group_id: &str) -> ApiResult<Option<DeploymentRecord>> {
+        let mut after = None;
+        let mut last = None;
+        loop {
+            let items = self
+                .store
+                .list(&deployments_collection(group_id), after, 1000)?;
+            let Some(tail) = items.last() else { break };
+            after = Some(tail.seq);
+            last = Some(from_json(&tail.value)?);
+            if items.len() < 1000 {
+                break;
+            }
+        }
+        Ok(last)
+    }
+
+    pub fn list_deployments(&self, group_id: &str, page: Page) -> ApiResult<Value> {
+        self.group(group_id)?;
+        page_json::<DeploymentRecord, _>(
+            &*self.store,
+            &deployments_collection(group_id),
+            page,
+            "Deployments",
+            |d| {
+                serde_json::json!({
+                    "CreatedAt": d.created_at,
+                    "DeploymentArn": d.deployment_arn,
+                    "DeploymentId": d.deployment_id,
+                    "DeploymentType": d.deployment_type,
+                    "GroupArn": d.group_arn,
+                })
+            },
+        )
+    }
+
+    pub fn get_deployment_status(&self, group_id: &str, id: &str) -> ApiResult<Value> {
+        let d = self
+            .deployment(group_id, id)?
+            .ok_or_else(|| ApiError::invalid_input(format!("Deployment '{id}' does not exist.")))?;
+        let mut v = serde_json::json!({
+            "DeploymentStatus": d.status,
+            "DeploymentType": d.deployment_type,
+            "UpdatedAt": d.updated_at,
+        });
+        if let Some(m) = &d.error_message {
+            v["ErrorMessage"] = Value::String(m.clone());
+        }
+        if !d.error_details.is_empty() {
+            v["ErrorDetails"] = json(&d.error_details)?;
+        }
+        Ok(v)
+    }
+
+    /// Record a core's progress on a deployment (used by the core runtime).
+    pub fn update_deployment_status(
+        &self,
+        group_id: &str,
+        id: &str,
+        status: &str,
+        error: Option<(String, Vec<StoredErrorDetail>)>,
+    ) -> ApiResult<()> {
+        let _guard = self.write.lock();
+        let mut d = self
+            .deployment(group_id, id)?
+            .ok_or_else(|| ApiError::invalid_input(format!("Deployment '{id}' does not exist.")))?;
+        d.status = status.to_owned();
+        d.updated_at = now();
+        if let Some((message, details)) = error {
+            d.error_message = Some(message);
+            d.error_details = details;
+        }
+        self.store
+            .write(&[put(deployments_collection(group_id), id, &d)?])?;
+        Ok(())
+    }
+
+    // ---- roles ------------------------------------------------------------------------
+
+    fn check_role_arn(arn: &str) -> ApiResult<()> {
+        let ok = arn
+            .strip_prefix("arn:aws:iam::")
+            .and_then(|r| r.split_once(":role/"))
+            .is_some_and(|(acct, name)| {
+                acct.len() == 12 && acct.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty()
+            });
+        if ok {
+            Ok(())
+        } else {
+            Err(ApiError::bad_request(format!(
+                "RoleArn: {arn:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+            )))
+        }
+    }
+
+    pub fn associate_role(&self, group_id: &str, body: &[u8]) -> ApiResult<Value> {
+        let req: RoleRequest = crate::wire::parse_body(body)?;
+        Self::check_role_arn(&req.role_arn)?;
+        let _guard = self.write.lock();
+        let mut group = self.group(group_id)?;
+        let at = now();
+        group.role = Some(RoleRecord {
+            role_arn: req.role_arn,
+            associated_at: at.clone(),
+        });
+        self.store.write(&[put(GROUPS, group_id, &group)?])?;
+        Ok(serde_json::json!({ "AssociatedAt": at }))
+    }
+
+    pub fn get_role(&self, group_id: &str) -> ApiResult<Value> {
+        let role = self.group(group_id)?.role.ok_or_else(|| {
+            ApiError::not_found(
+                "ResourceNotFoundException",
+                "You need to attach an IAM role to this deployment group.",
+            )
+        })?;
+        Ok(serde_json::json!({ "AssociatedAt": role.associated_at, "RoleArn": role.role_arn }))
+    }
+
+    pub fn disassociate_role(&self, group_id: &str) -> ApiResult<Value> {
+        let _guard = self.write.lock();
+        let mut group = self.group(group_id)?;
+        group.role = None;
+        self.store.write(&[put(GROUPS, group_id, &group)?])?;
+        Ok(serde_json::json!({ "DisassociatedAt": now() }))
+    }
+
+    pub fn associate_service_role(&self, body: &[u8]) -> ApiResult<Value> {
+        let req: RoleRequest = crate::wire::parse_body(body)?;
+        Self::check_role_arn(&req.role_arn)?;
+        let _guard = self.write.lock();
+        let at = now();
+        let role = RoleRecord {
+            role_arn: req.role_arn,
+            associated_at: at.clone(),
+        };
+        self.store
+            .write(&[put("account", "service-role", &role)?])?;
+        Ok(serde_json::json!({ "AssociatedAt": at }))
+    }
+
+    pub fn get_service_role(&self) -> ApiResult<Value> {
+        let role: RoleRecord = self.get("account", "service-role")?.ok_or_else(|| {
+            ApiError::not_found(
+                "ResourceNotFoundException",
+                "You need to attach a service role to your account.",
+            )
+        })?;
+        Ok(serde_json::json!({ "AssociatedAt": role.associated_at, "RoleArn": role.role_arn }))
+    }
+
+    pub fn disassociate_service_role(&self) -> ApiResult<Value> {
+        let _guard = self.write.lock();
+        self.store.write(&[Op::Delete {
+            collection: "account".into(),
+            key: "service-role".into(),
+        }])?;
+        Ok(serde_json::json!({ "DisassociatedAt": now() }))
+    }
+
+    // ---- certificate authorities ------------------------------------------------------
+
+    pub fn create_group_ca(&self, group_id: &str, token: Option<&str>) -> ApiResult<Value> {
+        self.idempotent(
+            &format!("CreateGroupCertificateAuthority/{group_id}"),
+            token,
+            &[],
+            || {
+                let group = self.group(group_id)?;
+                let id = new_id();
+                let created =
+                    ca::GroupCa::generate(&id, group.info.name.as_deref().unwrap_or(group_id))
+                        .map_err(|e| ApiError::Internal(format!("generating the group CA: {e}")))?;
+                let arn = self.identity.ca_arn(group_id, &id);
+                Ok((
+                    serde_json::json!({ "GroupCertificateAuthorityArn": arn }),
+                    vec![insert(cas_collection(group_id), &id, &created)?],
+                ))
+            },
+        )
+    }
+
+    pub fn list_group_cas(&self, group_id: &str) -> ApiResult<Value> {
+        self.group(group_id)?;
+        let items = self
+            .store
+            .list(&cas_collection(group_id), None, usize::MAX)?;
+        let list: Vec<Value> = items
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "GroupCertificateAuthorityArn": self.identity.ca_arn(group_id, &i.key),
+                    "GroupCertificateAuthorityId": i.key,
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({ "GroupCertificateAuthorities": list }))
+    }
+
+    /// A group's CA by id, with its key (for issuing certificates).
+    pub fn group_ca(&self, group_id: &str, ca_id: &str) -> ApiResult<ca::GroupCa> {
+        self.group(group_id)?;
+        self.get(&cas_collection(group_id), ca_id)?.ok_or_else(|| {
+            ApiError::not_found(
+                "IdNotFoundException",
+                format!("Certificate authority {ca_id} of group {group_id} does not exist."),
+            )
+        })
+    }
+
+    /// The group's current CA: the newest, since creating one rotates.
+    pub fn active_group_ca(&self, group_id: &str) -> ApiResult<Option<ca::GroupCa>> {
+        self.group(group_id)?;
+        let items = self
+            .store
+            .list(&cas_collection(group_id), None, usize::MAX)?;
+        items.last().map(|i| from_json(&i.value)).transpose()
+    }
+
+    pub fn get_group_ca(&self, group_id: &str, ca_id: &str) -> ApiResult<Value> {
+        let ca = self.group_ca(group_id, ca_id)?;
+        Ok(serde_json::json!({
+            "GroupCertificateAuthorityArn": self.identity.ca_arn(group_id, ca_id),
+            "GroupCertificateAuthorityId": ca_id,
+            "PemEncodedCertificate": ca.certificate_pem,
+        }))
+    }
+
+    pub fn get_certificate_configuration(&self, group_id: &str) -> ApiResult<Value> {
+        let group = self.group(group_id)?;
+        Ok(serde_json::json!({
+            "CertificateAuthorityExpiryInMilliseconds": ca::CA_VALIDITY_MS.to_string(),
+            "CertificateExpiryInMilliseconds": group.certificate_expiry_ms.to_string(),
+            "GroupId": group_id,
+        }))
+    }
+
+    pub fn update_certificate_configuration(
+        &self,
+        group_id: &str,
+        body: &[u8],
+    ) -> ApiResult<Value> {
+        let req: CertificateConfigurationRequest = crate::wire::parse_body(body)?;
+        let _guard = self.write.lock();
+        let mut group = self.group(group_id)?;
+        if let Some(ms) = req.certificate_expiry_ms {
+            group.certificate_expiry_ms = ms
+                .parse::<u64>()
+                .ok()
+                .filter(|v| ca::CERTIFICATE_EXPIRY_MS.contains(v))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "CertificateExpiryInMilliseconds: {ms:?} must be from {} (7 days) to {} (30 days)",
+                        ca::CERTIFICATE_EXPIRY_MS.start(),
+                        ca::CERTIFICATE_EXPIRY_MS.end()
+                    ))
+                })?;
+            self.store.write(&[put(GROUPS, group_id, &group)?])?;
+        }
+        drop(_guard);
+        self.get_certificate_configuration(group_id)
+    }
+
+    // ---- things -----------------------------------------------------------------------
+
+    fn check_thing(name: &str) -> ApiResult<()> {
+        if coupler_model::arn::is_valid_id(name) {
+            Ok(())
+        } else {
+            Err(ApiError::bad_request(format!(
+                "ThingName: {name:?} must be 1-128 characters of [a-zA-Z0-9:_-]"
+            )))
+        }
+    }
+
+    pub fn get_connectivity(&self, thing: &str) -> ApiResult<Value> {
+        Self::check_thing(thing)?;
+        let info: Vec<ConnectivityInfo> = self.get("connectivity", thing)?.unwrap_or_default();
+        Ok(serde_json::json!({ "ConnectivityInfo": info }))
+    }
+
+    pub fn update_connectivity(&self, thing: &str, body: &[u8]) -> ApiResult<Value> {
+        Self::check_thing(thing)?;
+        let req: ConnectivityRequest = crate::wire::parse_body(body)?;
+        for (i, c) in req.connectivity_info.iter().enumerate() {
+            if c.host_address.as_deref().is_none_or(str::is_empty) {
+                return Err(ApiError::bad_request(format!(
+                    "ConnectivityInfo[{i}].HostAddress is required"
+                )));
+            }
+            if let Some(p) = c.port_number
+                && !(1..=65535).contains(&p)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "ConnectivityInfo[{i}].PortNumber: {p} is not a port (1-65535)"
+                )));
+            }
+        }
+        let _guard = self.write.lock();
+        self.store
+            .write(&[put("connectivity", thing, &req.connectivity_info)?])?;
+        Ok(serde_json::json!({ "message": "Connectivity info updated.", "Version": new_id() }))
+    }
+
+    pub fn get_runtime_configuration(&self, thing: &str) -> ApiResult<Value> {
+        Self::check_thing(thing)?;
+        let telemetry: String = self
+            .get("runtime-config", thing)?
+            .unwrap_or_else(|| "On".into());
+        Ok(serde_json::json!({
+            "RuntimeConfiguration": {
+                "TelemetryConfiguration": { "ConfigurationSyncStatus": "InSync", "Telemetry": telemetry }
+            }
+        }))
+    }
+
+    pub fn update_runtime_configuration(&self, thing: &str, body: &[u8]) -> ApiResult<Value> {
+        Self::check_thing(thing)?;
+        let req: RuntimeConfigurationRequest = crate::wire::parse_body(body)?;
+        if let Some(t) = req.telemetry_configuration {
+            if !matches!(t.telemetry.as_str(), "On" | "Off") {
+                return Err(ApiError::bad_request(format!(
+                    "TelemetryConfiguration.Telemetry: {:?} is not On or Off",
+                    t.telemetry
+                )));
+            }
+            let _guard = self.write.lock();
+            self.store
+                .write(&[put("runtime-config", thing, &t.telemetry)?])?;
+        }
+        Ok(Value::Object(Default::default()))
+    }
+
+    // ---- tags -------------------------------------------------------------------------
+
+    fn with_tags<R>(&self, arn: &str, f: impl FnOnce(&mut Tags) -> R) -> ApiResult<(R, Op)> {
+        let not_found = || {
+            ApiError::not_found(
+                "ResourceNotFoundException",
+                format!("Resource {arn} does not exist."),
+            )
+        };
+        match self.identity.parse_taggable(arn).ok_or_else(not_found)? {
+            Taggable::Definition(kind, id) => {
+                let mut def = self
+                    .get::<DefinitionRecord>(&definitions_collection(kind), &id)?
+                    .ok_or_else(not_found)?;
+                let r = f(&mut def.tags);
+                Ok((r, put(definitions_collection(kind), id, &def)?))
+            }
+            Taggable::Group(id) => {
+                let mut group = self
+                    .get::<GroupRecord>(GROUPS, &id)?
+                    .ok_or_else(not_found)?;
+                let r = f(&mut group.info.tags);
+                Ok((r, put(GROUPS, id, &group)?))
+            }
+        }
+    }
+
+    pub fn list_tags(&self, arn: &str) -> ApiResult<Value> {
+        let (tags, _) = self.with_tags(arn, |t| t.clone())?;
+        Ok(serde_json::json!({ "tags": tags }))
+    }
+
+    pub fn tag_resource(&self, arn: &str, body: &[u8]) -> ApiResult<Value> {
+        let req: TagRequest = crate::wire::parse_body(body)?;
+        let _guard = self.write.lock();
+        let (result, op) = self.with_tags(arn, |t| {
+            t.extend(req.tags);
+            check_tags(t)
+        })?;
+        result?;
+        self.store.write(&[op])?;
+        Ok(Value::Null)
+    }
+
+    pub fn untag_resource(&self, arn: &str, keys: &[String]) -> ApiResult<Value> {
+        if keys.is_empty() {
+            return Err(ApiError::bad_request("tagKeys is required"));
+        }
+        let _guard = self.write.lock();
+        let ((), op) = self.with_tags(arn, |t| {
+            for k in keys {
+                t.remove(k);
+            }
+        })?;
+        self.store.write(&[op])?;
+        Ok(Value::Null)
+    }
+}

@@ -1,0 +1,269 @@
+//! The control plane's storage: a small document store behind a trait.
+//!
+//! Records are JSON documents in named collections (`definitions/cores`,
+//! `versions/cores/<id>`, `groups`, …), listed in insertion order. A write is a batch of
+//! operations applied atomically, so "create a version and move the LatestVersion pointer"
+//! never half happens. The embedded implementation is one SQLite file in WAL mode; a
+//! PostgreSQL implementation for fleets can implement the same four methods.
+
+use std::path::Path;
+
+use parking_lot::Mutex;
+use rusqlite::{Connection, OptionalExtension, params};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An `Insert` found the key already present: records are never overwritten by inserts.
+    #[error("{collection}/{key} already exists")]
+    Exists { collection: String, key: String },
+    #[error("storage: {0}")]
+    Backend(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Backend(e.to_string())
+    }
+}
+
+/// One change in a batch.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Add a record; fails the whole batch if the key exists.
+    Insert {
+        collection: String,
+        key: String,
+        value: Vec<u8>,
+    },
+    /// Add or replace a record (a replaced record keeps its place in the listing order).
+    Put {
+        collection: String,
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        collection: String,
+        key: String,
+    },
+    /// Remove every record of a collection.
+    DeleteCollection {
+        collection: String,
+    },
+}
+
+/// A listed record: its position (used as the page token), key and value.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub seq: i64,
+    pub key: String,
+    pub value: Vec<u8>,
+}
+
+pub trait Store: Send + Sync + 'static {
+    fn get(&self, collection: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Records after position `after` (exclusive), in insertion order, at most `limit`.
+    fn list(
+        &self,
+        collection: &str,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError>;
+    /// Apply every operation, or none.
+    fn write(&self, ops: &[Op]) -> Result<(), StoreError>;
+}
+
+/// The embedded store: one SQLite file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS docs (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    collection TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    value      BLOB NOT NULL,
+    UNIQUE (collection, key)
+);
+CREATE INDEX IF NOT EXISTS docs_by_collection ON docs (collection, seq);
+";
+
+impl SqliteStore {
+    /// Open (or create) the store file.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        // WAL lets readers proceed during a write; NORMAL syncs at checkpoints, which in WAL
+        // mode still never corrupts the database on power loss (only the last commits can be
+        // lost), and keeps a write to one fsync-free append.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// A store that lives in memory only, for tests.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+}
+
+impl Store for SqliteStore {
+    fn get(&self, collection: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let conn = self.conn.lock();
+        let mut stmt =
+            conn.prepare_cached("SELECT value FROM docs WHERE collection = ?1 AND key = ?2")?;
+        Ok(stmt
+            .query_row(params![collection, key], |row| row.get(0))
+            .optional()?)
+    }
+
+    fn list(
+        &self,
+        collection: &str,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, key, value FROM docs WHERE collection = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                collection,
+                after.unwrap_or(0),
+                limit.min(i64::MAX as usize) as i64
+            ],
+            |row| {
+                Ok(Item {
+                    seq: row.get(0)?,
+                    key: row.get(1)?,
+                    value: row.get(2)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn write(&self, ops: &[Op]) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        for op in ops {
+            match op {
+                Op::Insert {
+                    collection,
+                    key,
+                    value,
+                } => {
+                    let n = tx
+                        .prepare_cached(
+                            "INSERT INTO docs (collection, key, value) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                        )?
+                        .execute(params![collection, key, value])?;
+                    if n == 0 {
+                        return Err(StoreError::Exists {
+                            collection: collection.clone(),
+                            key: key.clone(),
+                        });
+                    }
+                }
+                Op::Put {
+                    collection,
+                    key,
+                    value,
+                } => {
+                    tx.prepare_cached(
+                        "INSERT INTO docs (collection, key, value) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value",
+                    )?
+                    .execute(params![collection, key, value])?;
+                }
+                Op::Delete { collection, key } => {
+                    tx.prepare_cached("DELETE FROM docs WHERE collection = ?1 AND key = ?2")?
+                        .execute(params![collection, key])?;
+                }
+                Op::DeleteCollection { collection } => {
+                    tx.prepare_cached("DELETE FROM docs WHERE collection = ?1")?
+                        .execute(params![collection])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(c: &str, k: &str, v: &str) -> Op {
+        Op::Put {
+            collection: c.into(),
+            key: k.into(),
+            value: v.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn batches_are_atomic_and_inserts_never_overwrite() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.write(&[put("a", "1", "x"), put("a", "2", "y")]).unwrap();
+        let dup = s.write(&[
+            put("a", "3", "z"),
+            Op::Insert {
+                collection: "a".into(),
+                key: "1".into(),
+                value: b"w".to_vec(),
+            },
+        ]);
+        assert!(matches!(dup, Err(StoreError::Exists { .. })));
+        assert_eq!(
+            s.get("a", "3").unwrap(),
+            None,
+            "the failed batch left nothing"
+        );
+        assert_eq!(s.get("a", "1").unwrap().unwrap(), b"x");
+    }
+
+    #[test]
+    fn listing_pages_in_insertion_order() {
+        let s = SqliteStore::in_memory().unwrap();
+        for i in 0..5 {
+            s.write(&[put("c", &format!("k{i}"), "v")]).unwrap();
+        }
+        s.write(&[put("c", "k0", "changed")]).unwrap();
+        let first = s.list("c", None, 2).unwrap();
+        assert_eq!(
+            first.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(),
+            ["k0", "k1"]
+        );
+        assert_eq!(first[0].value, b"changed");
+        let rest = s.list("c", Some(first[1].seq), 10).unwrap();
+        assert_eq!(rest.len(), 3);
+        s.write(&[Op::DeleteCollection {
+            collection: "c".into(),
+        }])
+        .unwrap();
+        assert!(s.list("c", None, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        SqliteStore::open(&path)
+            .unwrap()
+            .write(&[put("g", "1", "kept")])
+            .unwrap();
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.get("g", "1").unwrap().unwrap(), b"kept");
+    }
+}
