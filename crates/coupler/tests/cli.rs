@@ -40,7 +40,10 @@ fn valid_example_exits_0_with_a_summary() {
 fn invalid_bundle_exits_1_with_every_problem_and_its_path() {
     let example = std::fs::read_to_string(example()).unwrap();
     let broken = example
-        .replace("DefaultFromPhoneNumber: \"+19999999999\"", "DefaultFromPhoneNumber: \"123\"")
+        .replace(
+            "DefaultFromPhoneNumber: \"+19999999999\"",
+            "DefaultFromPhoneNumber: \"123\"",
+        )
         .replace("Subject: twilio/txt", "Subject: twilio/#/txt");
     let f = write_temp(broken.as_bytes(), ".yaml");
     let out = coupler(&["validate", f.path().to_str().unwrap()]);
@@ -52,7 +55,10 @@ fn invalid_bundle_exits_1_with_every_problem_and_its_path() {
         ),
         "{stdout}"
     );
-    assert!(stdout.contains("SubscriptionDefinitionVersion.Subscriptions[2].Subject"), "{stdout}");
+    assert!(
+        stdout.contains("SubscriptionDefinitionVersion.Subscriptions[2].Subject"),
+        "{stdout}"
+    );
     assert_eq!(stdout.lines().count(), 2, "{stdout}");
 
     let out = coupler(&["validate", "--json", f.path().to_str().unwrap()]);
@@ -90,14 +96,28 @@ fn unreadable_input_exits_2() {
     let f = write_temp(b"{\"CoreDefinitionVersion\": [", ".json");
     let out = coupler(&["validate", f.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("not valid JSON"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not valid JSON"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let f = write_temp(b"\xff\xfe\x00garbage", ".yaml");
-    assert_eq!(coupler(&["validate", f.path().to_str().unwrap()]).status.code(), Some(2));
+    assert_eq!(
+        coupler(&["validate", f.path().to_str().unwrap()])
+            .status
+            .code(),
+        Some(2)
+    );
 
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     let f = write_temp(deep.as_bytes(), ".json");
-    assert_eq!(coupler(&["validate", f.path().to_str().unwrap()]).status.code(), Some(2));
+    assert_eq!(
+        coupler(&["validate", f.path().to_str().unwrap()])
+            .status
+            .code(),
+        Some(2)
+    );
 
     let big = vec![b' '; coupler_limit() + 1];
     let f = write_temp(&big, ".yaml");
@@ -135,7 +155,12 @@ fn connectors_list_shows_every_connector_and_what_runs() {
     let out = coupler(&["connectors", "list"]);
     assert_eq!(out.status.code(), Some(0));
     let stdout = text(&out.stdout);
-    for name in ["TwilioNotifications", "ModbusRTUProtocolAdapter", "SerialStream", "KinesisFirehose"] {
+    for name in [
+        "TwilioNotifications",
+        "ModbusRTUProtocolAdapter",
+        "SerialStream",
+        "KinesisFirehose",
+    ] {
         assert!(stdout.contains(name), "{name} missing from\n{stdout}");
     }
     assert!(stdout.contains("catalog only"));
@@ -143,13 +168,23 @@ fn connectors_list_shows_every_connector_and_what_runs() {
     let out = coupler(&["connectors", "list", "--json"]);
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rows.len(), 22);
-    let twilio = rows.iter().find(|r| r["name"] == "TwilioNotifications").unwrap();
+    let twilio = rows
+        .iter()
+        .find(|r| r["name"] == "TwilioNotifications")
+        .unwrap();
     assert_eq!(twilio["latest"], 5);
 }
 
 #[test]
 fn connectors_describe_one_version() {
-    let out = coupler(&["connectors", "describe", "TwilioNotifications", "--version", "4", "--json"]);
+    let out = coupler(&[
+        "connectors",
+        "describe",
+        "TwilioNotifications",
+        "--version",
+        "4",
+        "--json",
+    ]);
     assert_eq!(out.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["version"], 4);
@@ -160,16 +195,35 @@ fn connectors_describe_one_version() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert!(params.contains(&"TwilioAuthTokenSecretArn-ResourceId"));
-    assert!(!params.contains(&"IsolationMode"), "IsolationMode came in version 5");
-    assert_eq!(v["inputs"], serde_json::json!(["twilio/txt", "twilio/call"]));
+    assert!(
+        !params.contains(&"IsolationMode"),
+        "IsolationMode came in version 5"
+    );
+    assert_eq!(
+        v["inputs"],
+        serde_json::json!(["twilio/txt", "twilio/call"])
+    );
 
     let out = coupler(&["connectors", "describe", "SerialStream"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("serial/+/read/#"));
 
-    assert_eq!(coupler(&["connectors", "describe", "NoSuchThing"]).status.code(), Some(2));
     assert_eq!(
-        coupler(&["connectors", "describe", "TwilioNotifications", "--version", "9"]).status.code(),
+        coupler(&["connectors", "describe", "NoSuchThing"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        coupler(&[
+            "connectors",
+            "describe",
+            "TwilioNotifications",
+            "--version",
+            "9"
+        ])
+        .status
+        .code(),
         Some(2)
     );
 }
