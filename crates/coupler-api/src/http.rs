@@ -15,7 +15,7 @@ use coupler_model::arn::DefinitionKind;
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
-use crate::service::Service;
+use crate::service::{Raw, Service};
 use crate::sigv4;
 use crate::wire::Page;
 
@@ -57,17 +57,38 @@ pub struct AppState {
 
 type St = State<Arc<AppState>>;
 
-/// Run a service operation on a blocking thread (it talks to the store).
-async fn run<F>(state: &AppState, f: F) -> Response
+/// What an operation answers.
+pub trait Reply {
+    fn into_reply(self) -> Response;
+}
+
+impl Reply for Value {
+    /// `null` means no content (the tag operations' 204).
+    fn into_reply(self) -> Response {
+        match self {
+            Value::Null => StatusCode::NO_CONTENT.into_response(),
+            v => json_response(&v),
+        }
+    }
+}
+
+impl Reply for Raw {
+    fn into_reply(self) -> Response {
+        ([(header::CONTENT_TYPE, "application/json")], self.0).into_response()
+    }
+}
+
+/// Run a service operation. It talks to the embedded store, which answers in well under a
+/// millisecond, so it runs right here: a hop to a blocking thread (or `block_in_place`, which
+/// hands the worker to a new thread) would cost more than the operation.
+async fn run<F, R>(state: &AppState, f: F) -> Response
 where
-    F: FnOnce(&Service) -> ApiResult<Value> + Send + 'static,
+    F: FnOnce(&Service) -> ApiResult<R>,
+    R: Reply,
 {
-    let service = state.service.clone();
-    match tokio::task::spawn_blocking(move || f(&service)).await {
-        Ok(Ok(Value::Null)) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Ok(v)) => json_response(&v),
-        Ok(Err(e)) => e.into_response(),
-        Err(e) => ApiError::Internal(format!("operation panicked: {e}")).into_response(),
+    match f(&state.service) {
+        Ok(r) => r.into_reply(),
+        Err(e) => e.into_response(),
     }
 }
 

@@ -8,16 +8,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use coupler_model::api::{
-    ConnectorDefinitionVersion, CoreDefinitionVersion, DeviceDefinitionVersion,
-    FunctionDefinitionVersion, GroupVersion, LoggerDefinitionVersion, ResourceDefinitionVersion,
-    SubscriptionDefinitionVersion,
-};
+use coupler_model::api::GroupVersion;
 use coupler_model::arn::{DefinitionKind, DefinitionVersionArn};
-use coupler_model::bundle::GroupBundle;
+use coupler_model::bundle::{GroupBundle, ParseError};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::Digest;
 
 use crate::ca;
@@ -61,6 +58,8 @@ struct DefinitionRecord {
 }
 
 /// A stored version of a definition or a group: `VersionInformation` plus its definition.
+/// A stored version of a definition or a group: `VersionInformation` plus its definition,
+/// kept as the JSON text it was validated as (it is the `Get…Version` answer as stored).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct VersionRecord {
@@ -68,8 +67,12 @@ struct VersionRecord {
     creation_timestamp: String,
     id: String,
     version: String,
-    definition: Value,
+    definition: Box<RawValue>,
 }
+
+/// A stored record sent back as it is.
+#[derive(Debug)]
+pub struct Raw(pub Vec<u8>);
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -150,7 +153,7 @@ pub struct CreateDefinitionRequest {
     #[serde(rename = "Name")]
     name: Option<String>,
     #[serde(rename = "InitialVersion")]
-    initial_version: Option<Value>,
+    initial_version: Option<Box<RawValue>>,
     #[serde(rename = "tags", default)]
     tags: Tags,
 }
@@ -259,43 +262,34 @@ fn kind_title(kind: DefinitionKind) -> &'static str {
     }
 }
 
-/// Check that a definition-version payload has the API's shape, and give back the
-/// normalised JSON (what is stored and returned).
-fn parse_payload(kind: DefinitionKind, payload: Value) -> ApiResult<Value> {
-    fn shape<T: serde::de::DeserializeOwned + Serialize>(v: Value) -> ApiResult<Value> {
-        let typed: T = serde_path_to_error::deserialize(v).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if path == "." {
-                ApiError::bad_request(format!("The definition is invalid: {inner}"))
+/// Read a definition-version payload: its shape (a problem names its field), then every
+/// rule that needs no other definition (ids, ARN formats, paths, parameters, topics). Gives
+/// back the normalised JSON that is stored and returned.
+fn parse_definition(kind: DefinitionKind, body: &[u8], field: &str) -> ApiResult<Box<RawValue>> {
+    let bundle = GroupBundle::with_definition(kind, body).map_err(|e| match e {
+        ParseError::Invalid { path, message } if path == "(document)" => {
+            ApiError::bad_request(format!("{field}: {message}"))
+        }
+        ParseError::Invalid { path, message } => {
+            let path = if field.is_empty() {
+                path
             } else {
-                ApiError::bad_request(format!("{path}: {inner}"))
-            }
-        })?;
-        serde_json::to_value(typed).map_err(|e| ApiError::Internal(e.to_string()))
+                format!("{field}.{path}")
+            };
+            ApiError::bad_request(format!("{path}: {message}"))
+        }
+        other => ApiError::bad_request(other.to_string()),
+    })?;
+    let problems = coupler_model::validate::validate_definition_in(kind, &bundle);
+    if !problems.is_empty() {
+        return Err(invalid(
+            &format!("The {} is invalid.", kind_title(kind).to_lowercase()),
+            problems,
+        ));
     }
-    match kind {
-        DefinitionKind::Connectors => shape::<ConnectorDefinitionVersion>(payload),
-        DefinitionKind::Cores => shape::<CoreDefinitionVersion>(payload),
-        DefinitionKind::Devices => shape::<DeviceDefinitionVersion>(payload),
-        DefinitionKind::Functions => shape::<FunctionDefinitionVersion>(payload),
-        DefinitionKind::Loggers => shape::<LoggerDefinitionVersion>(payload),
-        DefinitionKind::Resources => shape::<ResourceDefinitionVersion>(payload),
-        DefinitionKind::Subscriptions => shape::<SubscriptionDefinitionVersion>(payload),
-    }
-}
-
-/// Problems of one definition version on its own, before any group exists: the rules that
-/// need no other definition (ids, ARN formats, paths, parameters, topics).
-fn check_definition(kind: DefinitionKind, payload: &Value) -> ApiResult<()> {
-    let problems = coupler_model::validate::validate_definition(kind, payload);
-    if problems.is_empty() {
-        return Ok(());
-    }
-    Err(invalid(
-        &format!("The {} is invalid.", kind_title(kind).to_lowercase()),
-        problems,
-    ))
+    bundle
+        .definition_json(kind)
+        .ok_or_else(|| ApiError::Internal("the parsed definition is missing".into()))
 }
 
 fn invalid(message: &str, problems: Vec<coupler_model::Problem>) -> ApiError {
@@ -484,10 +478,8 @@ impl Service {
         &self,
         kind: DefinitionKind,
         def: &mut DefinitionRecord,
-        payload: Value,
+        payload: Box<RawValue>,
     ) -> ApiResult<(VersionRecord, Vec<Op>)> {
-        let payload = parse_payload(kind, payload)?;
-        check_definition(kind, &payload)?;
         let vid = new_id();
         let now = now();
         let version = VersionRecord {
@@ -552,8 +544,17 @@ impl Service {
         )
     }
 
-    pub fn get_definition(&self, kind: DefinitionKind, id: &str) -> ApiResult<Value> {
-        json(&self.definition(kind, id, false)?)
+    pub fn get_definition(&self, kind: DefinitionKind, id: &str) -> ApiResult<Raw> {
+        // The stored record is the answer: DefinitionInformation with its tags.
+        self.store
+            .get(&definitions_collection(kind), id)?
+            .map(Raw)
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "IdNotFoundException",
+                    format!("That {} does not exist.", kind_title(kind)),
+                )
+            })
     }
 
     pub fn list_definitions(&self, kind: DefinitionKind, page: Page) -> ApiResult<Value> {
@@ -612,7 +613,7 @@ impl Service {
         token: Option<&str>,
         body: &[u8],
     ) -> ApiResult<Value> {
-        let payload: Value = crate::wire::parse_body(body)?;
+        let payload = parse_definition(kind, body, "")?;
         let op = format!("CreateDefinitionVersion/{}/{id}", kind.as_str());
         self.idempotent(&op, token, &[body], || {
             let mut def = self.definition(kind, id, true)?;
@@ -734,36 +735,9 @@ impl Service {
                 missing.push(format!("{word} definition reference does not exist"));
                 continue;
             };
-            let d = v.definition;
-            let bad =
-                |e: serde_json::Error| ApiError::Internal(format!("stored version {arn}: {e}"));
-            match kind {
-                DefinitionKind::Cores => {
-                    bundle.core_definition_version = Some(serde_json::from_value(d).map_err(bad)?)
-                }
-                DefinitionKind::Devices => {
-                    bundle.device_definition_version = Some(serde_json::from_value(d).map_err(bad)?)
-                }
-                DefinitionKind::Functions => {
-                    bundle.function_definition_version =
-                        Some(serde_json::from_value(d).map_err(bad)?)
-                }
-                DefinitionKind::Subscriptions => {
-                    bundle.subscription_definition_version =
-                        Some(serde_json::from_value(d).map_err(bad)?)
-                }
-                DefinitionKind::Loggers => {
-                    bundle.logger_definition_version = Some(serde_json::from_value(d).map_err(bad)?)
-                }
-                DefinitionKind::Resources => {
-                    bundle.resource_definition_version =
-                        Some(serde_json::from_value(d).map_err(bad)?)
-                }
-                DefinitionKind::Connectors => {
-                    bundle.connector_definition_version =
-                        Some(serde_json::from_value(d).map_err(bad)?)
-                }
-            }
+            bundle
+                .set_definition_json(kind, v.definition.get())
+                .map_err(|e| ApiError::Internal(format!("stored version {arn}: {e}")))?;
         }
         if !missing.is_empty() {
             return Err(ApiError::with_details(
@@ -805,7 +779,6 @@ impl Service {
         group: &mut GroupRecord,
         gv: GroupVersion,
     ) -> ApiResult<(VersionRecord, Vec<Op>)> {
-        self.check_group_version(&gv)?;
         let vid = new_id();
         let now = now();
         let version = VersionRecord {
@@ -813,7 +786,10 @@ impl Service {
             creation_timestamp: now.clone(),
             id: group.info.id.clone(),
             version: vid.clone(),
-            definition: json(&gv)?,
+            definition: RawValue::from_string(
+                serde_json::to_string(&gv).map_err(|e| ApiError::Internal(e.to_string()))?,
+            )
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
         };
         group.info.latest_version = Some(vid.clone());
         group.info.latest_version_arn = Some(version.arn.clone());
@@ -831,6 +807,9 @@ impl Service {
         let req: CreateGroupRequest = crate::wire::parse_body(body)?;
         check_name(&req.name)?;
         check_tags(&req.tags)?;
+        if let Some(gv) = &req.initial_version {
+            self.check_group_version(gv)?;
+        }
         self.idempotent("CreateGroup", token, &[body], || {
             let id = new_id();
             let now = now();
@@ -924,6 +903,9 @@ impl Service {
         body: &[u8],
     ) -> ApiResult<Value> {
         let gv: GroupVersion = crate::wire::parse_body(body)?;
+        // Referenced versions never change, so the group is judged before taking the write
+        // lock: validation of one group version does not hold up other writers.
+        self.check_group_version(&gv)?;
         self.idempotent(&format!("CreateGroupVersion/{id}"), token, &[body], || {
             let mut group = self.group(id)?;
             let (version, ops) = self.group_version_ops(&mut group, gv)?;
@@ -942,8 +924,11 @@ impl Service {
             })
     }
 
-    pub fn get_group_version(&self, id: &str, vid: &str) -> ApiResult<Value> {
-        json(&self.group_version(id, vid)?)
+    pub fn get_group_version(&self, id: &str, vid: &str) -> ApiResult<Raw> {
+        match self.store.get(&group_versions_collection(id), vid)? {
+            Some(v) => Ok(Raw(v)),
+            None => self.group_version(id, vid).map(|_| Raw(Vec::new())),
+        }
     }
 
     pub fn list_group_versions(&self, id: &str, page: Page) -> ApiResult<Value> {
@@ -960,7 +945,7 @@ impl Service {
     /// The group version of a group, resolved into a bundle (for the core).
     pub fn group_bundle(&self, id: &str, vid: &str) -> ApiResult<GroupBundle> {
         let v = self.group_version(id, vid)?;
-        let gv: GroupVersion = serde_json::from_value(v.definition)
+        let gv: GroupVersion = serde_json::from_str(v.definition.get())
             .map_err(|e| ApiError::Internal(format!("stored group version: {e}")))?;
         self.resolve(&gv)
     }
@@ -1023,7 +1008,7 @@ impl Service {
                     format!("Version {vid} of Group Definition {group_id} does not exist."),
                 )
             })?;
-            let gv: GroupVersion = serde_json::from_value(version.definition.clone())
+            let gv: GroupVersion = serde_json::from_str(version.definition.get())
                 .map_err(|e| ApiError::Internal(format!("stored group version: {e}")))?;
             let bundle = self.resolve(&gv)?;
             let cores = bundle

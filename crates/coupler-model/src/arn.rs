@@ -33,9 +33,13 @@ fn split<'a>(
         text: text.to_owned(),
         reason,
     };
-    let mut it = text.splitn(6, ':');
-    let fields: Vec<&str> = it.by_ref().collect();
-    if fields.len() != 6 || fields[0] != "arn" {
+    let mut fields = [""; 6];
+    let mut n = 0;
+    for f in text.splitn(6, ':') {
+        fields[n] = f;
+        n += 1;
+    }
+    if n != 6 || fields[0] != "arn" {
         return Err(err(
             "expected arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE".into(),
         ));

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::arn::DefinitionKind;
+
 use crate::api::{
     ConnectorDefinitionVersion, CoreDefinitionVersion, DeviceDefinitionVersion,
     FunctionDefinitionVersion, LoggerDefinitionVersion, ResourceDefinitionVersion,
@@ -56,7 +58,8 @@ pub enum ParseError {
 
 /// Parse a JSON or YAML document into an API shape, naming the path of the first problem.
 ///
-/// JSON is read when the document starts with `{` or `[`, YAML otherwise. Both parsers stop
+/// JSON is read when the document starts with `{` (an array is refused: every shape is an
+/// object), YAML otherwise. Both parsers stop
 /// at a nesting depth of 128, so a deeply nested document is an error, not a stack overflow.
 pub fn parse_document<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
@@ -69,34 +72,148 @@ pub fn parse_document<T: serde::de::DeserializeOwned>(
         });
     }
     let text = std::str::from_utf8(bytes).map_err(|e| ParseError::NotUtf8(e.valid_up_to()))?;
-    // Syntax first, then shape: a syntax error and a wrong field are different failures.
-    let value: serde_json::Value = if text.trim_start().starts_with(['{', '[']) {
-        serde_json::from_str(text).map_err(|e| ParseError::Syntax {
-            format: "JSON",
-            message: e.to_string(),
-        })?
-    } else {
+    let shape_error = |path: String, message: String| ParseError::Invalid {
+        path: if path == "." {
+            "(document)".into()
+        } else {
+            path
+        },
+        message,
+    };
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        // Every API shape is an object; serde would otherwise read an array as a struct.
+        return Err(ParseError::Invalid {
+            path: "(document)".into(),
+            message: "expected a JSON object, found an array".into(),
+        });
+    }
+    if trimmed.starts_with('{') {
+        // One pass straight into the type. Only when that fails is the document read again
+        // with path tracking, which costs on every field, to name where it failed.
+        if let Ok(value) = serde_json::from_str(text) {
+            return Ok(value);
+        }
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let value = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                ParseError::Syntax {
+                    format: "JSON",
+                    message: inner.to_string(),
+                }
+            } else {
+                shape_error(path, inner.to_string())
+            }
+        })?;
+        return Ok(value);
+    }
+    // YAML: syntax first, then shape, so the two failures stay apart.
+    let value: serde_json::Value =
         serde_norway::from_str(text).map_err(|e| ParseError::Syntax {
             format: "YAML",
             message: e.to_string(),
-        })?
-    };
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        ParseError::Invalid {
-            path: if path == "." {
-                "(document)".into()
-            } else {
-                path
-            },
-            message: e.into_inner().to_string(),
-        }
-    })
+        })?;
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| shape_error(e.path().to_string(), e.into_inner().to_string()))
 }
 
 impl GroupBundle {
     /// Read a bundle from JSON or YAML bytes, within [`MAX_BUNDLE_BYTES`].
     pub fn from_slice(bytes: &[u8]) -> Result<Self, ParseError> {
         parse_document(bytes, MAX_BUNDLE_BYTES)
+    }
+}
+
+impl GroupBundle {
+    /// A bundle holding one definition-version payload of `kind`, read from JSON or YAML
+    /// (as the API's `Create…DefinitionVersion` receives it).
+    pub fn with_definition(kind: DefinitionKind, bytes: &[u8]) -> Result<Self, ParseError> {
+        let mut b = Self::default();
+        match kind {
+            DefinitionKind::Cores => {
+                b.core_definition_version = Some(parse_document(bytes, MAX_BUNDLE_BYTES)?)
+            }
+            DefinitionKind::Devices => {
+                b.device_definition_version = Some(parse_document(bytes, MAX_BUNDLE_BYTES)?)
+            }
+            DefinitionKind::Functions => {
+                b.function_definition_version = Some(parse_document(bytes, MAX_BUNDLE_BYTES)?)
+            }
+            DefinitionKind::Resources => {
+                b.resource_definition_version = Some(parse_document(bytes, MAX_BUNDLE_BYTES)?)
+            }
+            DefinitionKind::Connectors => {
+                b.connector_definition_version = Some(parse_document(bytes, MAX_BUNDLE_BYTES)?)
+            }
+            DefinitionKind::Subscriptions => {
+                b.subscription_definition_version = Some(parse_document(bytes, MAX_BUNDLE_BYTES)?)
+            }
+            DefinitionKind::Loggers => {
+                b.logger_definition_version = Some(parse_document(bytes, MAX_BUNDLE_BYTES)?)
+            }
+        }
+        Ok(b)
+    }
+
+    /// Put a payload of `kind`, already known to be well formed (stored JSON), into the bundle.
+    pub fn set_definition_json(
+        &mut self,
+        kind: DefinitionKind,
+        json: &str,
+    ) -> Result<(), serde_json::Error> {
+        match kind {
+            DefinitionKind::Cores => {
+                self.core_definition_version = Some(serde_json::from_str(json)?)
+            }
+            DefinitionKind::Devices => {
+                self.device_definition_version = Some(serde_json::from_str(json)?)
+            }
+            DefinitionKind::Functions => {
+                self.function_definition_version = Some(serde_json::from_str(json)?)
+            }
+            DefinitionKind::Resources => {
+                self.resource_definition_version = Some(serde_json::from_str(json)?)
+            }
+            DefinitionKind::Connectors => {
+                self.connector_definition_version = Some(serde_json::from_str(json)?)
+            }
+            DefinitionKind::Subscriptions => {
+                self.subscription_definition_version = Some(serde_json::from_str(json)?)
+            }
+            DefinitionKind::Loggers => {
+                self.logger_definition_version = Some(serde_json::from_str(json)?)
+            }
+        }
+        Ok(())
+    }
+
+    /// The JSON of the payload of `kind`, if the bundle has one.
+    pub fn definition_json(
+        &self,
+        kind: DefinitionKind,
+    ) -> Option<Box<serde_json::value::RawValue>> {
+        use serde_json::value::to_raw_value;
+        let json = match kind {
+            DefinitionKind::Cores => self.core_definition_version.as_ref().map(to_raw_value),
+            DefinitionKind::Devices => self.device_definition_version.as_ref().map(to_raw_value),
+            DefinitionKind::Functions => {
+                self.function_definition_version.as_ref().map(to_raw_value)
+            }
+            DefinitionKind::Resources => {
+                self.resource_definition_version.as_ref().map(to_raw_value)
+            }
+            DefinitionKind::Connectors => {
+                self.connector_definition_version.as_ref().map(to_raw_value)
+            }
+            DefinitionKind::Subscriptions => self
+                .subscription_definition_version
+                .as_ref()
+                .map(to_raw_value),
+            DefinitionKind::Loggers => self.logger_definition_version.as_ref().map(to_raw_value),
+        };
+        // The API shapes are plain data; serialising them cannot fail.
+        json.and_then(Result::ok)
     }
 }

@@ -225,7 +225,8 @@ pub enum CatalogError {
 #[derive(Debug)]
 pub struct Catalog {
     pub file: CatalogFile,
-    versions: BTreeMap<(String, u32), ConnectorVersion>,
+    /// By ARN name (and alias), then version.
+    versions: BTreeMap<String, BTreeMap<u32, ConnectorVersion>>,
 }
 
 static CATALOG: LazyLock<Catalog> = LazyLock::new(|| {
@@ -308,7 +309,12 @@ impl Catalog {
                         .collect(),
                 };
                 for name in std::iter::once(&c.name).chain(&c.aliases) {
-                    if versions.insert((name.clone(), n), cv.clone()).is_some() {
+                    if versions
+                        .entry(name.clone())
+                        .or_insert_with(BTreeMap::new)
+                        .insert(n, cv.clone())
+                        .is_some()
+                    {
                         return Err(CatalogError::Inconsistent(format!(
                             "{name} v{n} is listed twice"
                         )));
@@ -321,7 +327,7 @@ impl Catalog {
 
     /// One version of a connector, by ARN name (or a documented alias) and version.
     pub fn get(&self, name: &str, version: u32) -> Option<&ConnectorVersion> {
-        self.versions.get(&(name.to_owned(), version))
+        self.versions.get(name)?.get(&version)
     }
 
     /// A connector's entry by ARN name or alias.

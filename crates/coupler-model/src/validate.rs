@@ -110,7 +110,6 @@ pub struct Route {
 /// A group that passed validation, in typed form.
 #[derive(Debug, Clone)]
 pub struct ValidatedGroup {
-    pub bundle: GroupBundle,
     pub core: CoreSpec,
     pub devices: Vec<DeviceSpec>,
     pub functions: Vec<FunctionSpec>,
@@ -150,6 +149,16 @@ enum Scope {
     /// One definition version on its own (the API's `Create…DefinitionVersion`): only the
     /// rules that need no other definition apply.
     Definition,
+}
+
+/// The path of a list item, `List[i]`, formatted only when a problem is reported.
+#[derive(Clone, Copy)]
+struct Item<'a>(&'a str, usize);
+
+impl fmt::Display for Item<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.0, self.1)
+    }
 }
 
 struct Checker<'a> {
@@ -298,7 +307,6 @@ pub fn validate_with(
 
     match core {
         Some(core) if ck.problems.is_empty() => Ok(ValidatedGroup {
-            bundle: bundle.clone(),
             core,
             devices,
             functions,
@@ -320,39 +328,18 @@ pub fn validate_with(
 /// needs no other definition. Paths are relative to the payload (`Connectors[1].Id`).
 pub fn validate_definition(kind: DefinitionKind, payload: &serde_json::Value) -> Vec<Problem> {
     let mut bundle = GroupBundle::default();
-    let parsed: Result<(), serde_json::Error> = (|| {
-        let v = payload.clone();
-        match kind {
-            DefinitionKind::Cores => {
-                bundle.core_definition_version = Some(serde_json::from_value(v)?)
-            }
-            DefinitionKind::Devices => {
-                bundle.device_definition_version = Some(serde_json::from_value(v)?)
-            }
-            DefinitionKind::Functions => {
-                bundle.function_definition_version = Some(serde_json::from_value(v)?)
-            }
-            DefinitionKind::Resources => {
-                bundle.resource_definition_version = Some(serde_json::from_value(v)?)
-            }
-            DefinitionKind::Connectors => {
-                bundle.connector_definition_version = Some(serde_json::from_value(v)?)
-            }
-            DefinitionKind::Subscriptions => {
-                bundle.subscription_definition_version = Some(serde_json::from_value(v)?)
-            }
-            DefinitionKind::Loggers => {
-                bundle.logger_definition_version = Some(serde_json::from_value(v)?)
-            }
-        }
-        Ok(())
-    })();
-    if let Err(e) = parsed {
+    if let Err(e) = bundle.set_definition_json(kind, &payload.to_string()) {
         return vec![Problem {
             path: "(document)".into(),
             message: e.to_string(),
         }];
     }
+    validate_definition_in(kind, &bundle)
+}
+
+/// [`validate_definition`] on a bundle that holds only the payload of `kind` (as
+/// [`GroupBundle::with_definition`] makes).
+pub fn validate_definition_in(kind: DefinitionKind, bundle: &GroupBundle) -> Vec<Problem> {
     // Root is the core's decision, checked when it deploys.
     let options = Options {
         allow_functions_to_run_as_root: true,
@@ -363,18 +350,18 @@ pub fn validate_definition(kind: DefinitionKind, payload: &serde_json::Value) ->
         options: &options,
         scope: Scope::Definition,
     };
-    let core = check_core(&mut ck, &bundle);
-    let devices = check_devices(&mut ck, &bundle, core.as_ref());
-    let resources = check_resources(&mut ck, &bundle);
-    let functions = check_functions(&mut ck, &bundle, &resources);
+    let core = check_core(&mut ck, bundle);
+    let devices = check_devices(&mut ck, bundle, core.as_ref());
+    let resources = check_resources(&mut ck, bundle);
+    let functions = check_functions(&mut ck, bundle, &resources);
     let connectors = check_connectors(
         &mut ck,
-        &bundle,
+        bundle,
         &resources,
         IsolationMode::GreengrassContainer,
     );
-    check_subscriptions(&mut ck, &bundle, &devices, &functions, &connectors);
-    check_loggers(&mut ck, &bundle);
+    check_subscriptions(&mut ck, bundle, &devices, &functions, &connectors);
+    check_loggers(&mut ck, bundle);
     let prefix = format!("{}.", definition_key(kind));
     ck.problems
         .into_iter()
@@ -528,7 +515,7 @@ fn check_resources<'b>(
     let mut secrets: HashMap<String, usize> = HashMap::new();
     let mut out = BTreeMap::new();
     for (i, r) in resources.iter().enumerate() {
-        let at = format!("{BASE}[{i}]");
+        let at = Item(BASE, i);
         if !is_valid_id(&r.name) {
             ck.err(
                 format!("{at}.Name"),
@@ -710,7 +697,7 @@ fn check_functions(
     let mut arns: HashMap<&str, usize> = HashMap::new();
     let mut out = Vec::new();
     for (i, f) in functions.iter().enumerate() {
-        let at = format!("{BASE}[{i}]");
+        let at = Item(BASE, i);
         let Some(arn_text) = f.function_arn.as_deref() else {
             ck.err(format!("{at}.FunctionArn"), "is required");
             continue;
@@ -946,7 +933,7 @@ fn check_resource_access(
     }
     let mut seen: HashSet<&str> = HashSet::new();
     for (j, p) in policies.iter().enumerate() {
-        let at = format!("{base}[{j}]");
+        let at = Item(&base, j);
         if !seen.insert(&p.resource_id) {
             ck.err(
                 format!("{at}.ResourceId"),
@@ -1062,7 +1049,7 @@ fn check_connectors<'c>(
     let mut out = Vec::new();
     let empty = BTreeMap::new();
     for (i, c) in connectors.iter().enumerate() {
-        let at = format!("{BASE}[{i}]");
+        let at = Item(BASE, i);
         let arn = match ConnectorArn::parse(&c.connector_arn) {
             Ok(a) => a,
             Err(e) => {
@@ -1273,7 +1260,7 @@ fn check_subscriptions(
     }
     let mut out = Vec::new();
     for (i, s) in subs.iter().enumerate() {
-        let at = format!("{BASE}[{i}]");
+        let at = Item(BASE, i);
         let scope = ck.scope;
         let catalog = ck.catalog;
         let mut end = |field: &str, text: &str| match entities.get(text) {
@@ -1352,11 +1339,16 @@ fn entity_of_form<'c>(
     catalog: &'c Catalog,
     text: &str,
 ) -> Result<(Entity, Option<&'c ConnectorVersion>), String> {
-    if let Ok(t) = ThingArn::parse(text) {
-        return Ok((Entity::device(t.thing_name()), None));
+    // Dispatch on the service, so that each text is parsed once.
+    if text.starts_with("arn:aws:iot:") {
+        return ThingArn::parse(text)
+            .map(|t| (Entity::device(t.thing_name()), None))
+            .map_err(|e| e.to_string());
     }
-    if LambdaArn::parse(text).is_ok() {
-        return Ok((Entity::function(text), None));
+    if text.starts_with("arn:aws:lambda:") {
+        return LambdaArn::parse(text)
+            .map(|_| (Entity::function(text), None))
+            .map_err(|e| e.to_string());
     }
     if let Ok(c) = ConnectorArn::parse(text) {
         return match catalog.get(c.connector_name(), c.version()) {
@@ -1396,7 +1388,7 @@ fn check_loggers(ck: &mut Checker<'_>, bundle: &GroupBundle) {
     ck.ids(BASE, loggers.iter().map(|l| l.id.as_str()));
     let mut seen: HashMap<(LoggerType, LoggerComponent), usize> = HashMap::new();
     for (i, l) in loggers.iter().enumerate() {
-        let at = format!("{BASE}[{i}]");
+        let at = Item(BASE, i);
         if let Some(first) = seen.insert((l.kind, l.component), i) {
             ck.err(
                 format!("{at}.Component"),

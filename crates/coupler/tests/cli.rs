@@ -110,14 +110,27 @@ fn unreadable_input_exits_2() {
         Some(2)
     );
 
-    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    let f = write_temp(deep.as_bytes(), ".json");
-    assert_eq!(
-        coupler(&["validate", f.path().to_str().unwrap()])
-            .status
-            .code(),
-        Some(2)
-    );
+    // Deep nesting: refused with a clear message (JSON at the first unexpected field, YAML at
+    // the parser's depth limit), never a stack overflow.
+    for (deep, suffix) in [
+        (
+            format!("{}{}", "{\"a\":".repeat(100_000), "}".repeat(100_000)),
+            ".json",
+        ),
+        (
+            format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+            ".yaml",
+        ),
+    ] {
+        let f = write_temp(deep.as_bytes(), suffix);
+        let out = coupler(&["validate", f.path().to_str().unwrap()]);
+        assert!(
+            matches!(out.status.code(), Some(1 | 2)),
+            "{suffix}: {:?}",
+            out.status
+        );
+        assert!(!out.stdout.is_empty() || !out.stderr.is_empty());
+    }
 
     let big = vec![b' '; coupler_limit() + 1];
     let f = write_temp(&big, ".yaml");
