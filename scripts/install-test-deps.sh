@@ -5,11 +5,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# openssl verifies the group CA's certificates as an independent implementation.
+if ! command -v openssl >/dev/null 2>&1; then
+  apt-get update -qq
+  apt-get install -y -qq openssl
+fi
+
 need_pip=0
 python3 - <<'PY' || need_pip=1
-import importlib.util, sys
-mods = ["botocore", "awscli"]
-sys.exit(0 if all(importlib.util.find_spec(m) for m in mods) else 1)
+import importlib.util, shutil, sys
+mods = ["botocore", "awscli", "boto3", "pytest", "moto", "flask", "flask_cors"]
+missing = [m for m in mods if importlib.util.find_spec(m) is None]
+if shutil.which("moto_server") is None:
+    missing.append("moto_server")
+sys.exit(1 if missing else 0)
 PY
 if [ "$need_pip" = 1 ]; then
   python3 -m pip install --quiet -r scripts/requirements-test.txt
@@ -17,3 +26,4 @@ fi
 
 # The botocore service model is what the API-shape test compares our types against.
 python3 -c 'import botocore, os; p = os.path.join(os.path.dirname(botocore.__file__), "data/greengrass/2017-06-07/service-2.json.gz"); assert os.path.exists(p), p; print("botocore model:", p)'
+command -v moto_server >/dev/null

@@ -21,6 +21,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo test"
 cargo test --workspace --locked
 
+log "end-to-end: the AWS CLI and boto3 against coupler up"
+cargo build --locked -p coupler
+COUPLER_BIN="$PWD/target/debug/coupler" python3 -m pytest tests/e2e -q
+
 log "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
@@ -30,6 +34,7 @@ cargo run --quiet --locked -p coupler -- validate examples/modbus-twilio.yaml
 if [ -z "${SKIP_BENCH:-}" ]; then
   log "benchmarks (short mode)"
   cargo bench --locked -p coupler-router --bench route -- --quick
+  cargo bench --locked -p coupler-api --bench api -- --quick
 fi
 
 log "all checks passed"

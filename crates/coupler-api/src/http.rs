@@ -548,6 +548,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/greengrass/updates", axum::routing::any(unsupported))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // The authentication layer reads the body within MAX_BODY_BYTES itself and answers a
+        // larger one with a 400; axum's own 2 MiB default would answer 413 first.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }

@@ -283,6 +283,7 @@ fn parse_definition(kind: DefinitionKind, body: &[u8], field: &str) -> ApiResult
     let problems = coupler_model::validate::validate_definition_in(kind, &bundle);
     if !problems.is_empty() {
         return Err(invalid(
+            "InvalidDefinitionVersion",
             &format!("The {} is invalid.", kind_title(kind).to_lowercase()),
             problems,
         ));
@@ -292,7 +293,7 @@ fn parse_definition(kind: DefinitionKind, body: &[u8], field: &str) -> ApiResult
         .ok_or_else(|| ApiError::Internal("the parsed definition is missing".into()))
 }
 
-fn invalid(message: &str, problems: Vec<coupler_model::Problem>) -> ApiError {
+fn invalid(code: &str, message: &str, problems: Vec<coupler_model::Problem>) -> ApiError {
     ApiError::with_details(
         format!(
             "{message} (ErrorDetails: [{}])",
@@ -304,7 +305,7 @@ fn invalid(message: &str, problems: Vec<coupler_model::Problem>) -> ApiError {
         ),
         problems
             .into_iter()
-            .map(|p| ErrorDetail::new("InvalidGroupVersion", p.to_string()))
+            .map(|p| ErrorDetail::new(code, p.to_string()))
             .collect(),
     )
 }
@@ -510,6 +511,11 @@ impl Service {
             check_name(n)?;
         }
         check_tags(&req.tags)?;
+        let initial = req
+            .initial_version
+            .as_ref()
+            .map(|raw| parse_definition(kind, raw.get().as_bytes(), "InitialVersion"))
+            .transpose()?;
         self.idempotent(
             &format!("CreateDefinition/{}", kind.as_str()),
             token,
@@ -528,7 +534,7 @@ impl Service {
                     tags: req.tags,
                 };
                 let mut ops = Vec::new();
-                if let Some(initial) = req.initial_version {
+                if let Some(initial) = initial {
                     let (_, v_ops) = self.version_ops(kind, &mut def, initial)?;
                     ops.extend(v_ops);
                 } else {
@@ -768,7 +774,11 @@ impl Service {
                 .filter(|p| p.path != "CoreDefinitionVersion")
                 .collect();
             if !problems.is_empty() {
-                return Err(invalid("The group is invalid or corrupted.", problems));
+                return Err(invalid(
+                    "InvalidGroupVersion",
+                    "The group is invalid or corrupted.",
+                    problems,
+                ));
             }
         }
         Ok(())

@@ -367,7 +367,8 @@ pub fn validate_definition_in(kind: DefinitionKind, bundle: &GroupBundle) -> Vec
         .into_iter()
         .map(|p| Problem {
             path: p.path.strip_prefix(&prefix).unwrap_or(&p.path).to_owned(),
-            message: p.message,
+            // Messages that name another item of the list name it the same way.
+            message: p.message.replace(&prefix, ""),
         })
         .collect()
 }
