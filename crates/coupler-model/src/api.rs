@@ -4,7 +4,7 @@
 //! reject unknown fields. Members that the service model marks optional are `Option`, so a
 //! payload serialises back to the same JSON it was read from. Strings that carry domain values
 //! (ARNs, topics, paths) stay strings here: they are parsed once, with every problem reported,
-//! by [`crate::validate`].
+//! by [`mod@crate::validate`].
 
 use std::collections::BTreeMap;
 

@@ -6,7 +6,7 @@
 //! - [`entity`]: the Sources and Targets of subscriptions.
 //! - [`catalog`]: every AWS-provided connector, every version, as data.
 //! - [`bundle`]: a whole group in one document.
-//! - [`validate`]: the rules, with every problem reported with its path.
+//! - [`mod@validate`]: the rules, with every problem reported with its path.
 //!
 //! This crate has no async runtime, so `coupler validate` checks a group offline with exactly
 //! the rules the daemon applies.
