@@ -310,6 +310,20 @@ fn invalid(code: &str, message: &str, problems: Vec<coupler_model::Problem>) -> 
     )
 }
 
+/// The new name of an `Update…` request: the only attribute that can change.
+fn new_name(body: &[u8]) -> ApiResult<String> {
+    let req: UpdateNameRequest = crate::wire::parse_body(body)?;
+    let Some(name) = req.name.filter(|n| !n.is_empty()) else {
+        return Err(ApiError::BadRequest {
+            code: "InvalidContainerDefinitionException",
+            message: "Input does not contain any attributes to be updated".into(),
+            details: Vec::new(),
+        });
+    };
+    check_name(&name)?;
+    Ok(name)
+}
+
 fn fingerprint(parts: &[&[u8]]) -> String {
     let mut h = sha2::Sha256::new();
     for p in parts {
@@ -579,15 +593,7 @@ impl Service {
         id: &str,
         body: &[u8],
     ) -> ApiResult<Value> {
-        let req: UpdateNameRequest = crate::wire::parse_body(body)?;
-        let Some(name) = req.name.filter(|n| !n.is_empty()) else {
-            return Err(ApiError::BadRequest {
-                code: "InvalidContainerDefinitionException",
-                message: "Input does not contain any attributes to be updated".into(),
-                details: Vec::new(),
-            });
-        };
-        check_name(&name)?;
+        let name = new_name(body)?;
         let _guard = self.write.lock();
         let mut def = self.definition(kind, id, true)?;
         def.name = Some(name);
@@ -868,15 +874,7 @@ impl Service {
     }
 
     pub fn update_group(&self, id: &str, body: &[u8]) -> ApiResult<Value> {
-        let req: UpdateNameRequest = crate::wire::parse_body(body)?;
-        let Some(name) = req.name.filter(|n| !n.is_empty()) else {
-            return Err(ApiError::BadRequest {
-                code: "InvalidContainerDefinitionException",
-                message: "Input does not contain any attributes to be updated".into(),
-                details: Vec::new(),
-            });
-        };
-        check_name(&name)?;
+        let name = new_name(body)?;
         let _guard = self.write.lock();
         let mut group = self.group(id)?;
         group.info.name = Some(name);

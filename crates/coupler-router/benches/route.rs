@@ -9,11 +9,10 @@
 // system allocator and counts calls.
 #![allow(unsafe_code, clippy::print_stdout)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -23,28 +22,9 @@ use coupler_router::{
 };
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 
-struct Counting;
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "../tests/support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::allocations;
 
 const SIZES: [usize; 3] = [10, 1_000, 100_000];
 /// Enough messages to spread over the devices of the larger tables, few enough to stay in cache
@@ -204,13 +184,13 @@ fn report_allocations() {
             route_and_consume(&router, &inboxes, m);
         }
         let rounds = 25;
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        let before = allocations();
         for _ in 0..rounds {
             for m in &msgs {
                 route_and_consume(&router, &inboxes, m);
             }
         }
-        let allocs = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        let allocs = allocations() - before;
         println!(
             "allocations per routed message at {n} subscriptions: {:.4} ({allocs} over {} messages)",
             allocs as f64 / (rounds * msgs.len()) as f64,
