@@ -28,7 +28,7 @@ COUPLER_BIN="$PWD/target/debug/coupler" python3 -m pytest tests/e2e -q
 log "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
-log "main job: coupler validate examples/modbus-twilio.yaml"
+log "coupler validate on the example bundle"
 cargo run --quiet --locked -p coupler -- validate examples/modbus-twilio.yaml
 
 if [ -z "${SKIP_BENCH:-}" ]; then
