@@ -991,7 +991,8 @@ impl Service {
             );
         }
         self.idempotent(&format!("CreateDeployment/{group_id}"), token, &[body], || {
-            let group = self.get::<GroupRecord>(GROUPS, group_id)?.ok_or_else(|| {
+            // Only its existence matters here.
+            self.get::<GroupRecord>(GROUPS, group_id)?.ok_or_else(|| {
                 ApiError::not_found("ResourceNotFoundException", "That group definition does not exist.")
             })?;
             let vid = if req.deployment_type == "Redeployment" {
@@ -1049,7 +1050,6 @@ impl Service {
                 error_message: None,
                 error_details: Vec::new(),
             };
-            let _ = group;
             let response = serde_json::json!({
                 "DeploymentArn": record.deployment_arn,
                 "DeploymentId": record.deployment_id,
