@@ -465,3 +465,15 @@ def error_text(e: ClientError) -> str:
     parts = [message] + [f"{d.get('DetailedErrorCode', '')} {d.get('DetailedErrorMessage', '')}"
                          for d in details]
     return "\n".join(parts)
+
+
+def wait_deployment(gg, group_id: str, deployment_id: str, timeout: float = 15.0) -> dict:
+    """The deployment's status once the core has applied it (no longer InProgress)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        status = gg.get_deployment_status(GroupId=group_id, DeploymentId=deployment_id)
+        if status["DeploymentStatus"] != "InProgress" or time.monotonic() > deadline:
+            return status
+        time.sleep(0.05)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import payloads as P
-from ggtest import _SERVERS, run_aws, start_server
+from ggtest import _SERVERS, run_aws, start_server, wait_deployment
 
 
 @pytest.fixture
@@ -41,6 +41,8 @@ def _populate(gg) -> dict:
                                  LoggerDefinitionVersionArn=latest["loggers"]["LatestVersionArn"])
     dep = gg.create_deployment(GroupId=gid, DeploymentType="NewDeployment",
                                GroupVersionId=v2["Version"])
+    # Let the core settle it, so both snapshots see the same final status.
+    wait_deployment(gg, gid, dep["DeploymentId"])
     gg.associate_role_to_group(GroupId=gid, RoleArn=P.ROLE_ARN)
     gg.create_group_certificate_authority(GroupId=gid)
     gg.update_group_certificate_configuration(GroupId=gid,

@@ -24,6 +24,17 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, state, axum::Router::new(), shutdown).await
+}
+
+/// [`serve`], with `extra` routes beside the API that need no signature (`/health`,
+/// `/metrics`).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    extra: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     // Answers go out whole at once; without TCP_NODELAY a small response can wait for the
     // client's delayed acknowledgement.
@@ -32,7 +43,7 @@ pub async fn serve(
             tracing::warn!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, http::router(state))
+    axum::serve(listener, extra.merge(http::router(state)))
         .with_graceful_shutdown(shutdown)
         .await
 }

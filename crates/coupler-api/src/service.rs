@@ -29,6 +29,17 @@ pub struct Service {
     store: Arc<dyn Store>,
     identity: Identity,
     write: Mutex<()>,
+    /// Notified whenever a deployment is created, so an attached core acts at once.
+    deployments: Arc<tokio::sync::Notify>,
+}
+
+/// A deployment waiting for the core, with its group resolved.
+#[derive(Debug, Clone)]
+pub struct PendingDeployment {
+    pub group_id: String,
+    pub record: DeploymentRecord,
+    /// The group version's definitions; `None` for a reset.
+    pub group: Option<GroupBundle>,
 }
 
 impl std::fmt::Debug for Service {
@@ -414,7 +425,56 @@ impl Service {
             store,
             identity,
             write: Mutex::new(()),
+            deployments: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Notified when a deployment is created.
+    pub fn deployment_notifier(&self) -> Arc<tokio::sync::Notify> {
+        self.deployments.clone()
+    }
+
+    /// The newest deployment of all groups, if it still waits for the core: a core belongs to
+    /// one group, so a newer deployment (of any group) supersedes older ones.
+    pub fn pending_deployment(&self) -> ApiResult<Option<PendingDeployment>> {
+        let Some((group_id, record)) = self.newest_deployment()? else {
+            return Ok(None);
+        };
+        if record.status != "InProgress" {
+            return Ok(None);
+        }
+        let group = match &record.group_version_id {
+            Some(vid) => Some(self.group_bundle(&group_id, vid)?),
+            None => None,
+        };
+        Ok(Some(PendingDeployment {
+            group_id,
+            record,
+            group,
+        }))
+    }
+
+    /// The most recent deployment of any group.
+    pub fn newest_deployment(&self) -> ApiResult<Option<(String, DeploymentRecord)>> {
+        let mut newest: Option<(String, DeploymentRecord)> = None;
+        let mut after = None;
+        loop {
+            let groups = self.store.list(GROUPS, after, 1000)?;
+            for g in &groups {
+                if let Some(d) = self.latest_deployment(&g.key)?
+                    && newest
+                        .as_ref()
+                        .is_none_or(|(_, n)| d.created_at > n.created_at)
+                {
+                    newest = Some((g.key.clone(), d));
+                }
+            }
+            match groups.last() {
+                Some(last) if groups.len() == 1000 => after = Some(last.seq),
+                _ => break,
+            }
+        }
+        Ok(newest)
     }
 
     pub fn identity(&self) -> &Identity {
@@ -970,6 +1030,17 @@ impl Service {
         token: Option<&str>,
         body: &[u8],
     ) -> ApiResult<Value> {
+        let answer = self.record_deployment(group_id, token, body)?;
+        self.deployments.notify_one();
+        Ok(answer)
+    }
+
+    fn record_deployment(
+        &self,
+        group_id: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> ApiResult<Value> {
         let req: CreateDeploymentRequest = crate::wire::parse_body(body)?;
         const TYPES: [&str; 4] = [
             "NewDeployment",
@@ -1065,7 +1136,9 @@ impl Service {
         body: &[u8],
     ) -> ApiResult<Value> {
         let req: ResetRequest = crate::wire::parse_body(body)?;
-        self.reset(group_id, token, body, req.force)
+        let answer = self.reset(group_id, token, body, req.force)?;
+        self.deployments.notify_one();
+        Ok(answer)
     }
 
     fn reset(

@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod connectors;
+mod embedded;
 mod up;
 mod validate;
 
@@ -30,10 +31,14 @@ enum Command {
     /// The catalog of Greengrass connectors: what exists and what this core runs.
     #[command(subcommand)]
     Connectors(connectors::Command),
-    /// Run Coupler: the Greengrass-compatible control-plane API on an embedded store.
+    /// Run Coupler: the Greengrass-compatible control-plane API on an embedded store, and the
+    /// core that applies its deployments.
     ///
     /// On first start it creates the data dir, a SQLite store and an access key pair, and
-    /// prints how to point the AWS CLI at it. Stops cleanly on Ctrl-C or SIGTERM.
+    /// prints how to point the AWS CLI at it. Deployments are applied as they are created and
+    /// reported Success or Failure; the active one survives restarts. `/health` and
+    /// `/metrics` (Prometheus) answer on the API port without a signature. Stops cleanly on
+    /// Ctrl-C or SIGTERM.
     Up(up::Args),
 }
 

@@ -5,10 +5,19 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use axum::http::header;
+use axum::response::IntoResponse;
 use coupler_api::store::{SqliteStore, Store};
 use coupler_api::wire::Identity;
 use coupler_api::{AccessKey, AppState, Auth, Service};
+use coupler_router::{Router, RouterConfig};
+use coupler_runtime::Agent;
 use rand::Rng;
+
+use crate::embedded::Embedded;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -40,6 +49,9 @@ pub struct Args {
     /// Accept requests without a signature. Only for isolated development machines.
     #[arg(long)]
     insecure_no_auth: bool,
+    /// Let deployed functions run as root (Greengrass `runtime.allowFunctionsToRunAsRoot`).
+    #[arg(long)]
+    allow_functions_to_run_as_root: bool,
 }
 
 const ALNUM_UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -187,12 +199,26 @@ async fn serve(args: &Args) -> Result<(), String> {
         );
         (Auth::SigV4(vec![key]), note)
     };
+    let service = Arc::new(Service::new(store, identity.clone()));
+
+    // The core: a router, and the agent that applies deployments to it.
+    let router = Arc::new(Router::new(RouterConfig::default()));
+    let agent = Arc::new(Agent::new(
+        router.clone(),
+        dir,
+        coupler_model::Options {
+            allow_functions_to_run_as_root: args.allow_functions_to_run_as_root,
+        },
+        Box::new(crate::connectors::is_runnable),
+    ));
+    let active = agent.restore().map_err(|e| e.to_string())?;
+
     let listener = tokio::net::TcpListener::bind(args.api)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.api))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let state = Arc::new(AppState {
-        service: Arc::new(Service::new(store, identity.clone())),
+        service: service.clone(),
         auth,
     });
     println!("Coupler {}", env!("CARGO_PKG_VERSION"));
@@ -203,6 +229,14 @@ async fn serve(args: &Args) -> Result<(), String> {
         "  region / account   {} / {}",
         identity.region, identity.account_id
     );
+    println!(
+        "  active group       {}",
+        active.as_ref().map_or("none".to_owned(), |a| format!(
+            "{} (deployment {})",
+            a.group_id, a.deployment_id
+        ))
+    );
+    println!("  health / metrics   http://{addr}/health  http://{addr}/metrics");
     println!();
     println!("Use it with the AWS CLI:");
     if !args.insecure_no_auth && args.access_key_id.is_none() {
@@ -213,12 +247,158 @@ async fn serve(args: &Args) -> Result<(), String> {
     }
     println!("  export AWS_DEFAULT_REGION={}", identity.region);
     println!("  aws greengrass list-groups --endpoint-url http://{addr}");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let agent_task = tokio::spawn(agent.clone().run(
+        Arc::new(Embedded {
+            service: service.clone(),
+            agent: agent.clone(),
+        }),
+        service.deployment_notifier(),
+        Duration::from_secs(2),
+        stopped(),
+    ));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let extra = status_routes(router, agent);
     tracing::info!(%addr, "control-plane API listening");
-    coupler_api::serve(listener, state, shutdown_signal())
+    coupler_api::serve_with(listener, state, extra, stopped())
         .await
         .map_err(|e| e.to_string())?;
+    let _ = agent_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `/health` and `/metrics`, beside the API and without a signature.
+fn status_routes(router: Arc<Router>, agent: Arc<Agent>) -> axum::Router {
+    let health = {
+        let agent = agent.clone();
+        move || {
+            let agent = agent.clone();
+            async move {
+                let active = agent.active();
+                axum::Json(serde_json::json!({
+                    "status": "ok",
+                    "activeGroup": active.as_ref().map(|a| &a.group_id),
+                    "activeDeployment": active.as_ref().map(|a| &a.deployment_id),
+                }))
+            }
+        }
+    };
+    let metrics = move || {
+        let (router, agent) = (router.clone(), agent.clone());
+        async move {
+            (
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                metrics_text(&router, &agent),
+            )
+                .into_response()
+        }
+    };
+    axum::Router::new()
+        .route("/health", axum::routing::get(health))
+        .route("/metrics", axum::routing::get(metrics))
+}
+
+/// A Prometheus label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The router's and the agent's counters in the Prometheus text format.
+fn metrics_text(router: &Router, agent: &Agent) -> String {
+    let stats = router.stats();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP coupler_router_routed_total Messages handed to the router."
+    );
+    let _ = writeln!(out, "# TYPE coupler_router_routed_total counter");
+    let _ = writeln!(out, "coupler_router_routed_total {}", stats.routed);
+    let _ = writeln!(
+        out,
+        "# HELP coupler_router_dropped_total Messages dropped, by source, target and reason."
+    );
+    let _ = writeln!(out, "# TYPE coupler_router_dropped_total counter");
+    for d in &stats.dropped {
+        let target = d
+            .target
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "coupler_router_dropped_total{{source=\"{}\",target=\"{}\",reason=\"{}\"}} {}",
+            label(&d.source.to_string()),
+            label(&target),
+            d.reason,
+            d.count
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP coupler_inbox_delivered_total Messages accepted into a target's inbox."
+    );
+    let _ = writeln!(out, "# TYPE coupler_inbox_delivered_total counter");
+    for i in &stats.inboxes {
+        let _ = writeln!(
+            out,
+            "coupler_inbox_delivered_total{{target=\"{}\"}} {}",
+            label(&i.entity.to_string()),
+            i.delivered
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP coupler_inbox_depth Messages waiting in a target's inbox."
+    );
+    let _ = writeln!(out, "# TYPE coupler_inbox_depth gauge");
+    for i in &stats.inboxes {
+        let _ = writeln!(
+            out,
+            "coupler_inbox_depth{{target=\"{}\"}} {}",
+            label(&i.entity.to_string()),
+            i.depth
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP coupler_subscriptions Subscriptions in the routing table."
+    );
+    let _ = writeln!(out, "# TYPE coupler_subscriptions gauge");
+    let _ = writeln!(out, "coupler_subscriptions {}", stats.subscriptions);
+    let _ = writeln!(
+        out,
+        "# HELP coupler_routing_table_version Routing tables installed since start."
+    );
+    let _ = writeln!(out, "# TYPE coupler_routing_table_version counter");
+    let _ = writeln!(out, "coupler_routing_table_version {}", stats.table_version);
+    if let Some(a) = agent.active() {
+        let _ = writeln!(
+            out,
+            "# HELP coupler_active_deployment_info The deployment this core runs."
+        );
+        let _ = writeln!(out, "# TYPE coupler_active_deployment_info gauge");
+        let _ = writeln!(
+            out,
+            "coupler_active_deployment_info{{group=\"{}\",group_version=\"{}\",deployment=\"{}\"}} 1",
+            label(&a.group_id),
+            label(&a.group_version_id),
+            label(&a.deployment_id)
+        );
+    }
+    out
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,12 @@
+//! Coupler's core runtime.
+//!
+//! For now: the deployment agent ([`agent`]), which takes pending deployments from a
+//! control plane, applies them to the core (validation against the core's settings, the
+//! routing table swapped atomically, the active group persisted) and reports the outcome.
+//! The control plane is reached through the [`agent::ControlPlane`] trait, so the same agent
+//! serves `coupler up` (control plane in process) and a core attached to a remote one.
+
+pub mod active;
+pub mod agent;
+
+pub use agent::{Agent, ControlPlane, Pending, PendingKind, Report, Status};

@@ -1,0 +1,113 @@
+"""The embedded core applies deployments: Success for a group it can run, Failure with the
+reasons for one it cannot (and the previous group keeps serving), resets, /health and
+/metrics, and the active group surviving a restart."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+import payloads as P
+from ggtest import _SERVERS, start_server, wait_deployment
+
+
+@pytest.fixture
+def core(tmp_path):
+    s = start_server(tmp_path / "core")
+    yield s
+    if s.proc is not None:
+        s.stop()
+    if s in _SERVERS:
+        _SERVERS.remove(s)
+
+
+def get(server, path: str) -> tuple[int, str]:
+    with urllib.request.urlopen(server.url + path, timeout=10) as r:
+        return r.status, r.read().decode()
+
+
+def health(server) -> dict:
+    status, body = get(server, "/health")
+    assert status == 200, body
+    return json.loads(body)
+
+
+def deployable_group(gg, name: str) -> tuple[str, str]:
+    """A core, a device and its subscriptions: a group this build runs."""
+    core = gg.create_core_definition(InitialVersion=P.CORES)
+    devices = gg.create_device_definition(InitialVersion={"Devices": [{
+        "Id": "sensor", "ThingArn": P.DEVICE_THING_ARN, "CertificateArn": P.DEVICE_CERT_ARN}]})
+    subs = gg.create_subscription_definition(InitialVersion={"Subscriptions": [
+        {"Id": "up", "Source": P.DEVICE_THING_ARN, "Subject": "sensors/#", "Target": "cloud"},
+        {"Id": "down", "Source": "cloud", "Subject": "commands/sensor",
+         "Target": P.DEVICE_THING_ARN},
+    ]})
+    group = gg.create_group(Name=name, InitialVersion={
+        "CoreDefinitionVersionArn": core["LatestVersionArn"],
+        "DeviceDefinitionVersionArn": devices["LatestVersionArn"],
+        "SubscriptionDefinitionVersionArn": subs["LatestVersionArn"],
+    })
+    return group["Id"], group["LatestVersion"]
+
+
+def test_deploy_fail_reset_and_restart(core):
+    gg = core.client()
+    assert health(core)["activeGroup"] is None
+
+    gid, vid = deployable_group(gg, "runs-here")
+    dep = gg.create_deployment(GroupId=gid, DeploymentType="NewDeployment", GroupVersionId=vid)
+    status = wait_deployment(gg, gid, dep["DeploymentId"])
+    assert status["DeploymentStatus"] == "Success", status
+    h = health(core)
+    assert (h["activeGroup"], h["activeDeployment"]) == (gid, dep["DeploymentId"]), h
+    _, metrics = get(core, "/metrics")
+    assert "coupler_subscriptions 2" in metrics, metrics
+    assert f'deployment="{dep["DeploymentId"]}"' in metrics, metrics
+
+    # A group with a function cannot run yet: Failure, named, and the old group still serves.
+    functions = gg.create_function_definition(InitialVersion=P.FUNCTIONS)
+    v2 = gg.create_group_version(
+        GroupId=gid, **{k: v for k, v in gg.get_group_version(
+            GroupId=gid, GroupVersionId=vid)["Definition"].items()},
+        FunctionDefinitionVersionArn=functions["LatestVersionArn"])
+    bad = gg.create_deployment(GroupId=gid, DeploymentType="NewDeployment",
+                               GroupVersionId=v2["Version"])
+    status = wait_deployment(gg, gid, bad["DeploymentId"])
+    assert status["DeploymentStatus"] == "Failure", status
+    assert "no Lambda runtime" in status["ErrorMessage"], status
+    assert status["ErrorDetails"][0]["DetailedErrorCode"] == "UnsupportedFunction", status
+    assert health(core)["activeDeployment"] == dep["DeploymentId"]
+
+    # A restart brings the active group back.
+    core.restart()
+    gg = core.client()
+    assert health(core)["activeDeployment"] == dep["DeploymentId"]
+
+    # A reset stops it.
+    reset = gg.reset_deployments(GroupId=gid)
+    status = wait_deployment(gg, gid, reset["DeploymentId"])
+    assert (status["DeploymentType"], status["DeploymentStatus"]) == ("ResetDeployment", "Success")
+    assert health(core)["activeGroup"] is None
+
+
+def test_forced_reset_also_cleans_the_core(core):
+    gg = core.client()
+    gid, vid = deployable_group(gg, "forced")
+    dep = gg.create_deployment(GroupId=gid, DeploymentType="NewDeployment", GroupVersionId=vid)
+    assert wait_deployment(gg, gid, dep["DeploymentId"])["DeploymentStatus"] == "Success"
+    gg.reset_deployments(GroupId=gid, Force=True)
+    import time
+    for _ in range(200):
+        if health(core)["activeGroup"] is None:
+            break
+        time.sleep(0.05)
+    assert health(core)["activeGroup"] is None
+
+
+def test_health_and_metrics_need_no_signature(core):
+    status, _ = get(core, "/health")
+    assert status == 200
+    status, body = get(core, "/metrics")
+    assert status == 200 and "# TYPE coupler_router_routed_total counter" in body, body
