@@ -24,16 +24,16 @@ impl Embedded {
             .service
             .newest_deployment()
             .map_err(|e| e.to_string())?;
-        Ok(newest.and_then(|(group_id, d)| {
-            (d.deployment_type == "ForceResetDeployment" && group_id == active.group_id).then(
-                || Pending {
-                    group_id,
-                    deployment_id: d.deployment_id,
-                    deployment_type: d.deployment_type,
-                    kind: PendingKind::Reset,
-                },
-            )
-        }))
+        Ok(newest
+            .filter(|(group_id, d)| {
+                d.deployment_type == "ForceResetDeployment" && *group_id == active.group_id
+            })
+            .map(|(group_id, d)| Pending {
+                group_id,
+                deployment_id: d.deployment_id,
+                deployment_type: d.deployment_type,
+                kind: PendingKind::Reset,
+            }))
     }
 }
 
@@ -44,7 +44,7 @@ impl ControlPlane for Embedded {
             .pending_deployment()
             .map_err(|e| e.to_string())?
         else {
-            return Ok(self.forced_reset()?);
+            return self.forced_reset();
         };
         let kind = match (p.group, &p.record.group_version_id) {
             (Some(group), Some(vid)) => PendingKind::Deploy {
