@@ -3,8 +3,11 @@
 // This is the CLI: printing is its job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod client;
 mod connectors;
+mod deploy;
 mod embedded;
+mod status;
 mod up;
 mod validate;
 
@@ -40,6 +43,15 @@ enum Command {
     /// `/metrics` (Prometheus) answer on the API port without a signature. Stops cleanly on
     /// Ctrl-C or SIGTERM.
     Up(up::Args),
+    /// Deploy a group bundle through the API and follow the deployment to its end.
+    ///
+    /// Creates one definition per section of the bundle, the group (or a new version of the
+    /// group of that name), and a NewDeployment. Exit status: 0 on Success, 1 on Failure (the
+    /// reasons are printed), 2 when the deployment could not be made. Credentials come from
+    /// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else from DATA_DIR/credentials.
+    Deploy(deploy::Args),
+    /// Show what the core runs: the active group, deployment and routing counters.
+    Status(status::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,5 +60,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&args),
         Command::Connectors(cmd) => connectors::run(&cmd),
         Command::Up(args) => up::run(&args),
+        Command::Deploy(args) => deploy::run(&args),
+        Command::Status(args) => status::run(&args),
     }
 }

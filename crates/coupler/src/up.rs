@@ -281,15 +281,20 @@ async fn serve(args: &Args) -> Result<(), String> {
 /// `/health` and `/metrics`, beside the API and without a signature.
 fn status_routes(router: Arc<Router>, agent: Arc<Agent>) -> axum::Router {
     let health = {
-        let agent = agent.clone();
+        let (router, agent) = (router.clone(), agent.clone());
         move || {
-            let agent = agent.clone();
+            let (router, agent) = (router.clone(), agent.clone());
             async move {
                 let active = agent.active();
+                let stats = router.stats();
                 axum::Json(serde_json::json!({
                     "status": "ok",
                     "activeGroup": active.as_ref().map(|a| &a.group_id),
+                    "activeGroupVersion": active.as_ref().map(|a| &a.group_version_id),
                     "activeDeployment": active.as_ref().map(|a| &a.deployment_id),
+                    "subscriptions": stats.subscriptions,
+                    "routed": stats.routed,
+                    "dropped": stats.dropped.iter().map(|d| d.count).sum::<u64>(),
                 }))
             }
         }

@@ -1,0 +1,49 @@
+//! `coupler status`: what the local core runs.
+
+use std::process::ExitCode;
+
+use crate::client::{Client, Endpoint};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    endpoint: Endpoint,
+}
+
+pub fn run(args: &Args) -> ExitCode {
+    let health = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(async { Client::unsigned(&args.endpoint)?.get_plain("/health").await })
+        });
+    match health {
+        Ok(h) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&h).unwrap_or_default());
+            } else {
+                println!("core: {}", h["status"].as_str().unwrap_or("?"));
+                match h["activeGroup"].as_str() {
+                    Some(g) => println!(
+                        "active group: {g}\n  group version: {}\n  deployment: {}\n  subscriptions: {}\n  messages routed: {}\n  messages dropped: {}",
+                        h["activeGroupVersion"].as_str().unwrap_or("?"),
+                        h["activeDeployment"].as_str().unwrap_or("?"),
+                        h["subscriptions"],
+                        h["routed"],
+                        h["dropped"],
+                    ),
+                    None => println!("active group: none"),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot reach the core: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
