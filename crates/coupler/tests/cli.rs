@@ -251,6 +251,9 @@ fn version_and_help_for_every_subcommand() {
         vec!["connectors", "--help"],
         vec!["connectors", "list", "--help"],
         vec!["connectors", "describe", "--help"],
+        vec!["up", "--help"],
+        vec!["deploy", "--help"],
+        vec!["status", "--help"],
     ] {
         let out = coupler(&args);
         assert_eq!(out.status.code(), Some(0), "{args:?}");
