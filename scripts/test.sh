@@ -35,6 +35,7 @@ if [ -z "${SKIP_BENCH:-}" ]; then
   log "benchmarks (short mode)"
   cargo bench --locked -p coupler-router --bench route -- --quick
   cargo bench --locked -p coupler-api --bench api -- --quick
+  cargo bench --locked -p coupler --bench core
 fi
 
 log "all checks passed"

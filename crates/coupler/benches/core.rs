@@ -1,0 +1,199 @@
+//! Core benchmark: how fast `coupler up` is ready, how long a deployment of a group with 500
+//! subscriptions takes to apply, and the idle memory of the process (RSS and PSS from
+//! /proc/PID/smaps_rollup) with that group active.
+//!
+//! `cargo bench -p coupler --bench core` (the same in CI). Targets from the issue: API ready
+//! under 100 ms; a 500-subscription deployment applied under 200 ms; idle PSS under 15 MB.
+//! This build runs no connectors or functions, so the group's units are devices only.
+
+#![allow(clippy::print_stdout)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, HeaderValue, Method};
+use coupler_api::sigv4::{self, SigningParams};
+use serde_json::{Value, json};
+
+const KEY: &str = "AKIACOREBENCH0000001";
+const SECRET: &str = "core/bench/secret/00000000000000000000000";
+
+fn call(base: &str, method: Method, path: &str, body: Option<Value>) -> Value {
+    let host = base.trim_start_matches("http://");
+    let body = body
+        .map(|b| serde_json::to_vec(&b).expect("json"))
+        .unwrap_or_default();
+    let mut headers = HeaderMap::new();
+    headers.insert("host", HeaderValue::from_str(host).expect("host"));
+    let signed = sigv4::sign(
+        &sigv4::Request {
+            method: method.as_str(),
+            raw_path: path,
+            raw_query: None,
+            headers: &headers,
+            body: &body,
+        },
+        &SigningParams {
+            access_key_id: KEY,
+            secret_access_key: SECRET,
+            region: "us-east-1",
+            service: "greengrass",
+            time: time::OffsetDateTime::now_utc(),
+        },
+    )
+    .expect("sign");
+    signed.apply_to(&mut headers);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let res = reqwest::Client::new()
+            .request(method, format!("{base}{path}"))
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = res.status();
+        let bytes = res.bytes().await.expect("body");
+        assert!(
+            status.is_success(),
+            "{path}: {status} {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    })
+}
+
+fn kib(field: &str, pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let bin = env!("CARGO_BIN_EXE_coupler");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let started = Instant::now();
+    let mut child = Command::new(bin)
+        .args(["up", "--api", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("COUPLER_ACCESS_KEY_ID", KEY)
+        .env("COUPLER_SECRET_ACCESS_KEY", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("coupler up starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut base = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("a line");
+        if let Some(url) = line.trim().strip_prefix("control-plane API") {
+            base = url.trim().to_owned();
+            break;
+        }
+    }
+    // Ready = the API accepts a connection.
+    while std::net::TcpStream::connect(base.trim_start_matches("http://")).is_err() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let ready = started.elapsed();
+
+    // A group with 20 devices and 500 subscriptions.
+    let thing = |i: usize| format!("arn:aws:iot:us-east-1:123456789012:thing/sensor-{i}");
+    let devices: Vec<Value> = (0..20)
+        .map(|i| json!({"Id": format!("d{i}"), "ThingArn": thing(i), "CertificateArn": "arn:aws:iot:us-east-1:123456789012:cert/beef"}))
+        .collect();
+    let subs: Vec<Value> = (0..500)
+        .map(|k| {
+            let d = k % 20;
+            if k % 2 == 0 {
+                json!({"Id": format!("s{k}"), "Source": thing(d), "Subject": format!("sensors/sensor-{d}/m{k}"), "Target": "cloud"})
+            } else {
+                json!({"Id": format!("s{k}"), "Source": "cloud", "Subject": format!("commands/sensor-{d}/c{k}/+"), "Target": thing(d)})
+            }
+        })
+        .collect();
+    let create = |kind: &str, v: Value| {
+        call(
+            &base,
+            Method::POST,
+            &format!("/greengrass/definition/{kind}"),
+            Some(json!({"InitialVersion": v})),
+        )["LatestVersionArn"]
+            .clone()
+    };
+    let core = create(
+        "cores",
+        json!({"Cores": [{"Id": "core", "ThingArn": "arn:aws:iot:us-east-1:123456789012:thing/core", "CertificateArn": "arn:aws:iot:us-east-1:123456789012:cert/c0ffee"}]}),
+    );
+    let dev = create("devices", json!({ "Devices": devices }));
+    let sub = create("subscriptions", json!({ "Subscriptions": subs }));
+    let group = call(
+        &base,
+        Method::POST,
+        "/greengrass/groups",
+        Some(json!({"Name": "bench", "InitialVersion": {
+            "CoreDefinitionVersionArn": core, "DeviceDefinitionVersionArn": dev, "SubscriptionDefinitionVersionArn": sub}})),
+    );
+    let gid = group["Id"].as_str().expect("Id").to_owned();
+    let vid = group["LatestVersion"].as_str().expect("version").to_owned();
+
+    let mut applies = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let d = call(
+            &base,
+            Method::POST,
+            &format!("/greengrass/groups/{gid}/deployments"),
+            Some(json!({"DeploymentType": "NewDeployment", "GroupVersionId": vid})),
+        );
+        let did = d["DeploymentId"].as_str().expect("id").to_owned();
+        loop {
+            let s = call(
+                &base,
+                Method::GET,
+                &format!("/greengrass/groups/{gid}/deployments/{did}/status"),
+                None,
+            );
+            match s["DeploymentStatus"].as_str() {
+                Some("Success") => break,
+                Some("Failure") => panic!("deployment failed: {s}"),
+                _ => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        applies.push(t.elapsed());
+    }
+    applies.sort();
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = child.id();
+    let (rss, pss) = (kib("Rss:", pid), kib("Pss:", pid));
+    let (anon, file) = (kib("Pss_Anon:", pid), kib("Pss_File:", pid));
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "core: API ready {:.1} ms after start (target < 100 ms)",
+        ms(ready)
+    );
+    println!(
+        "core: deployment of 20 devices + 500 subscriptions, create → Success: median {:.1} ms, max {:.1} ms over 5 (target < 200 ms)",
+        ms(applies[applies.len() / 2]),
+        ms(applies[applies.len() - 1])
+    );
+    println!(
+        "core: idle memory with that group active: RSS {:.1} MB, PSS {:.1} MB ({:.1} MB heap and stacks, {:.1} MB files) (target PSS < 15 MB)",
+        rss as f64 / 1024.0,
+        pss as f64 / 1024.0,
+        anon as f64 / 1024.0,
+        file as f64 / 1024.0
+    );
+}
