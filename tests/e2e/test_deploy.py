@@ -149,6 +149,13 @@ def test_coupler_deploy_and_status(core):
     assert "Failure" in bad.stdout and "cannot run on this core yet" in bad.stdout, bad.stdout
     assert health(core)["activeGroup"] == groups["sensor-to-cloud"]
 
+    # The core's log, in Greengrass's line format, has both outcomes.
+    logs = run("logs")
+    assert logs.returncode == 0, logs.stderr
+    assert "][INFO]-deployment succeeded\t{" in logs.stdout, logs.stdout
+    assert "of type NewDeployment for group" in logs.stdout, logs.stdout
+    assert "failed error: connector" in logs.stdout, logs.stdout
+
     # Deploying the same name again adds a version to the same group.
     again = run("deploy", str(repo / "examples/sensor-to-cloud.yaml"))
     assert again.returncode == 0, again.stdout + again.stderr

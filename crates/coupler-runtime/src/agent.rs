@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::active::{Active, ActiveError, ActiveStore};
+use crate::logs::SystemLog;
 
 /// A deployment the control plane wants applied.
 #[derive(Debug, Clone)]
@@ -99,6 +100,8 @@ pub struct Agent {
     options: Options,
     can_run: Box<CanRun>,
     active: Mutex<Option<Active>>,
+    /// The core's log, which takes its level and space from the deployed group.
+    system_log: Option<Arc<SystemLog>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -123,6 +126,20 @@ impl Agent {
             options,
             can_run,
             active: Mutex::new(None),
+            system_log: None,
+        }
+    }
+
+    /// Configure `log` from each group this agent makes active.
+    #[must_use]
+    pub fn with_system_log(mut self, log: Arc<SystemLog>) -> Self {
+        self.system_log = Some(log);
+        self
+    }
+
+    fn configure_logs(&self, group: Option<&ValidatedGroup>) {
+        if let Some(log) = &self.system_log {
+            log.configure(group.map_or(&[], |g| g.loggers.as_slice()));
         }
     }
 
@@ -141,6 +158,7 @@ impl Agent {
             problems: r.error_message.unwrap_or_default(),
         })?;
         self.router.install(RoutingTable::compile(&group.routes));
+        self.configure_logs(Some(&group));
         *self.active.lock() = Some(active.clone());
         tracing::info!(group = %active.group_id, deployment = %active.deployment_id, "active deployment restored");
         Ok(Some(active))
@@ -254,6 +272,7 @@ impl Agent {
             };
         }
         self.router.install(table);
+        self.configure_logs(Some(&group));
         *self.active.lock() = Some(active);
         Report::success()
     }
@@ -267,6 +286,7 @@ impl Agent {
             };
         }
         self.router.install(RoutingTable::default());
+        self.configure_logs(None);
         *self.active.lock() = None;
         Report::success()
     }

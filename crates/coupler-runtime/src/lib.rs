@@ -8,5 +8,6 @@
 
 pub mod active;
 pub mod agent;
+pub mod logs;
 
 pub use agent::{Agent, ControlPlane, Pending, PendingKind, Report, Status};

@@ -7,6 +7,7 @@ mod client;
 mod connectors;
 mod deploy;
 mod embedded;
+mod logs;
 mod status;
 mod up;
 mod validate;
@@ -52,6 +53,8 @@ enum Command {
     Deploy(deploy::Args),
     /// Show what the core runs: the active group, deployment and routing counters.
     Status(status::Args),
+    /// Print a log of the core (`runtime`, Greengrass's line format), `-f` to follow it.
+    Logs(logs::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,5 +65,6 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(&args),
         Command::Deploy(args) => deploy::run(&args),
         Command::Status(args) => status::run(&args),
+        Command::Logs(args) => logs::run(&args),
     }
 }

@@ -15,6 +15,7 @@ use coupler_api::wire::Identity;
 use coupler_api::{AccessKey, AppState, Auth, Service};
 use coupler_router::{Router, RouterConfig};
 use coupler_runtime::Agent;
+use coupler_runtime::logs::{LogLayer, SystemLog};
 use rand::Rng;
 
 use crate::embedded::Embedded;
@@ -138,19 +139,29 @@ fn account_id(store: &dyn Store, given: Option<&str>) -> Result<String, String> 
 }
 
 pub fn run(args: &Args) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    // Two outputs: the terminal, filtered by RUST_LOG; and the core's Greengrass-style
+    // runtime.log, whose level the deployed group's logger definition sets.
+    let system_log = Arc::new(SystemLog::new(&args.data_dir));
+    let terminal = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        );
+    tracing_subscriber::registry()
+        .with(terminal)
+        .with(LogLayer(system_log.clone()))
         .init();
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => match rt.block_on(serve(args)) {
+        Ok(rt) => match rt.block_on(serve(args, system_log)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -164,7 +175,7 @@ pub fn run(args: &Args) -> ExitCode {
     }
 }
 
-async fn serve(args: &Args) -> Result<(), String> {
+async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
     let dir = &args.data_dir;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let db = dir.join("control-plane.db");
@@ -203,14 +214,17 @@ async fn serve(args: &Args) -> Result<(), String> {
 
     // The core: a router, and the agent that applies deployments to it.
     let router = Arc::new(Router::new(RouterConfig::default()));
-    let agent = Arc::new(Agent::new(
-        router.clone(),
-        dir,
-        coupler_model::Options {
-            allow_functions_to_run_as_root: args.allow_functions_to_run_as_root,
-        },
-        Box::new(crate::connectors::is_runnable),
-    ));
+    let agent = Arc::new(
+        Agent::new(
+            router.clone(),
+            dir,
+            coupler_model::Options {
+                allow_functions_to_run_as_root: args.allow_functions_to_run_as_root,
+            },
+            Box::new(crate::connectors::is_runnable),
+        )
+        .with_system_log(system_log.clone()),
+    );
     let active = agent.restore().map_err(|e| e.to_string())?;
 
     let listener = tokio::net::TcpListener::bind(args.api)
@@ -237,6 +251,7 @@ async fn serve(args: &Args) -> Result<(), String> {
         ))
     );
     println!("  health / metrics   http://{addr}/health  http://{addr}/metrics");
+    println!("  core log           {}", system_log.path().display());
     println!();
     println!("Use it with the AWS CLI:");
     if !args.insecure_no_auth && args.access_key_id.is_none() {

@@ -254,6 +254,7 @@ fn version_and_help_for_every_subcommand() {
         vec!["up", "--help"],
         vec!["deploy", "--help"],
         vec!["status", "--help"],
+        vec!["logs", "--help"],
     ] {
         let out = coupler(&args);
         assert_eq!(out.status.code(), Some(0), "{args:?}");
