@@ -5,6 +5,7 @@
 //! store is a [`store::Store`] (SQLite by default). See `docs/api.md` for the operations.
 
 pub mod ca;
+pub mod client;
 pub mod error;
 pub mod http;
 pub mod service;

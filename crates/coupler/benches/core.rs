@@ -12,59 +12,22 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, HeaderValue, Method};
-use coupler_api::sigv4::{self, SigningParams};
+use axum::http::Method;
+use coupler_api::client::Client;
 use serde_json::{Value, json};
 
 const KEY: &str = "AKIACOREBENCH0000001";
 const SECRET: &str = "core/bench/secret/00000000000000000000000";
 
 fn call(base: &str, method: Method, path: &str, body: Option<Value>) -> Value {
-    let host = base.trim_start_matches("http://");
-    let body = body
-        .map(|b| serde_json::to_vec(&b).expect("json"))
-        .unwrap_or_default();
-    let mut headers = HeaderMap::new();
-    headers.insert("host", HeaderValue::from_str(host).expect("host"));
-    let signed = sigv4::sign(
-        &sigv4::Request {
-            method: method.as_str(),
-            raw_path: path,
-            raw_query: None,
-            headers: &headers,
-            body: &body,
-        },
-        &SigningParams {
-            access_key_id: KEY,
-            secret_access_key: SECRET,
-            region: "us-east-1",
-            service: "greengrass",
-            time: time::OffsetDateTime::now_utc(),
-        },
-    )
-    .expect("sign");
-    signed.apply_to(&mut headers);
+    let client = Client::new(base, KEY, SECRET, "us-east-1").expect("a client");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(async {
-        let res = reqwest::Client::new()
-            .request(method, format!("{base}{path}"))
-            .headers(headers)
-            .body(body)
-            .send()
-            .await
-            .expect("request");
-        let status = res.status();
-        let bytes = res.bytes().await.expect("body");
-        assert!(
-            status.is_success(),
-            "{path}: {status} {}",
-            String::from_utf8_lossy(&bytes)
-        );
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-    })
+    let what = format!("{method} {path}");
+    rt.block_on(client.call(method, path, body.as_ref()))
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
 fn kib(field: &str, pid: u32) -> u64 {

@@ -11,7 +11,7 @@ use coupler_model::arn::DefinitionKind;
 use coupler_model::validate::definition_key;
 use serde_json::{Value, json};
 
-use crate::client::{Client, Endpoint};
+use crate::client::Endpoint;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -88,7 +88,7 @@ async fn deploy(args: &Args) -> Result<bool, String> {
             .file_stem()
             .map_or_else(|| "group".into(), |s| s.to_string_lossy().into_owned())
     });
-    let client = Client::new(&args.endpoint)?;
+    let client = crate::client::connect(&args.endpoint)?;
 
     let mut version = serde_json::Map::new();
     for kind in DefinitionKind::ALL {

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use crate::client::{Client, Endpoint};
+use crate::client::Endpoint;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -19,7 +19,11 @@ pub fn run(args: &Args) -> ExitCode {
         .build()
         .map_err(|e| e.to_string())
         .and_then(|rt| {
-            rt.block_on(async { Client::unsigned(&args.endpoint)?.get_plain("/health").await })
+            rt.block_on(async {
+                crate::client::connect_unsigned(&args.endpoint)?
+                    .get_plain("/health")
+                    .await
+            })
         });
     match health {
         Ok(h) => {
