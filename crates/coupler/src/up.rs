@@ -336,21 +336,36 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// A per-inbox metric: name, type, help, and how to read it.
+type InboxMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&coupler_router::InboxStats) -> u64,
+);
+
+/// Start a metric family: its `# HELP` and `# TYPE` lines.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
 /// The router's and the agent's counters in the Prometheus text format.
 fn metrics_text(router: &Router, agent: &Agent) -> String {
     let stats = router.stats();
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP coupler_router_routed_total Messages handed to the router."
+    family(
+        &mut out,
+        "coupler_router_routed_total",
+        "counter",
+        "Messages handed to the router.",
     );
-    let _ = writeln!(out, "# TYPE coupler_router_routed_total counter");
     let _ = writeln!(out, "coupler_router_routed_total {}", stats.routed);
-    let _ = writeln!(
-        out,
-        "# HELP coupler_router_dropped_total Messages dropped, by source, target and reason."
+    family(
+        &mut out,
+        "coupler_router_dropped_total",
+        "counter",
+        "Messages dropped, by source, target and reason.",
     );
-    let _ = writeln!(out, "# TYPE coupler_router_dropped_total counter");
     for d in &stats.dropped {
         let target = d
             .target
@@ -366,50 +381,52 @@ fn metrics_text(router: &Router, agent: &Agent) -> String {
             d.count
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP coupler_inbox_delivered_total Messages accepted into a target's inbox."
-    );
-    let _ = writeln!(out, "# TYPE coupler_inbox_delivered_total counter");
-    for i in &stats.inboxes {
-        let _ = writeln!(
-            out,
-            "coupler_inbox_delivered_total{{target=\"{}\"}} {}",
-            label(&i.entity.to_string()),
-            i.delivered
-        );
+    let per_inbox: [InboxMetric; 2] = [
+        (
+            "coupler_inbox_delivered_total",
+            "counter",
+            "Messages accepted into a target's inbox.",
+            |i| i.delivered,
+        ),
+        (
+            "coupler_inbox_depth",
+            "gauge",
+            "Messages waiting in a target's inbox.",
+            |i| i.depth as u64,
+        ),
+    ];
+    for (name, kind, help, value) in per_inbox {
+        family(&mut out, name, kind, help);
+        for i in &stats.inboxes {
+            let _ = writeln!(
+                out,
+                "{name}{{target=\"{}\"}} {}",
+                label(&i.entity.to_string()),
+                value(i)
+            );
+        }
     }
-    let _ = writeln!(
-        out,
-        "# HELP coupler_inbox_depth Messages waiting in a target's inbox."
+    family(
+        &mut out,
+        "coupler_subscriptions",
+        "gauge",
+        "Subscriptions in the routing table.",
     );
-    let _ = writeln!(out, "# TYPE coupler_inbox_depth gauge");
-    for i in &stats.inboxes {
-        let _ = writeln!(
-            out,
-            "coupler_inbox_depth{{target=\"{}\"}} {}",
-            label(&i.entity.to_string()),
-            i.depth
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP coupler_subscriptions Subscriptions in the routing table."
-    );
-    let _ = writeln!(out, "# TYPE coupler_subscriptions gauge");
     let _ = writeln!(out, "coupler_subscriptions {}", stats.subscriptions);
-    let _ = writeln!(
-        out,
-        "# HELP coupler_routing_table_version Routing tables installed since start."
+    family(
+        &mut out,
+        "coupler_routing_table_version",
+        "counter",
+        "Routing tables installed since start.",
     );
-    let _ = writeln!(out, "# TYPE coupler_routing_table_version counter");
     let _ = writeln!(out, "coupler_routing_table_version {}", stats.table_version);
     if let Some(a) = agent.active() {
-        let _ = writeln!(
-            out,
-            "# HELP coupler_active_deployment_info The deployment this core runs."
+        family(
+            &mut out,
+            "coupler_active_deployment_info",
+            "gauge",
+            "The deployment this core runs.",
         );
-        let _ = writeln!(out, "# TYPE coupler_active_deployment_info gauge");
         let _ = writeln!(
             out,
             "coupler_active_deployment_info{{group=\"{}\",group_version=\"{}\",deployment=\"{}\"}} 1",
