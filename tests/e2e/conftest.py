@@ -54,6 +54,17 @@ def server(tmp_path_factory) -> Server:
         _SERVERS.remove(s)
 
 
+@pytest.fixture
+def own_server(tmp_path) -> Server:
+    """A `coupler up` of the test's own, on a fresh data dir (for restarts and deployments)."""
+    s = start_server(tmp_path / "own")
+    yield s
+    if s.proc is not None:
+        s.stop()
+    if s in _SERVERS:
+        _SERVERS.remove(s)
+
+
 @pytest.fixture(scope="module")
 def gg(server):
     """A boto3 Greengrass client for the module's server."""

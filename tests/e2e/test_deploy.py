@@ -7,20 +7,8 @@ from __future__ import annotations
 import json
 import urllib.request
 
-import pytest
-
 import payloads as P
-from ggtest import _SERVERS, start_server, wait_deployment
-
-
-@pytest.fixture
-def core(tmp_path):
-    s = start_server(tmp_path / "core")
-    yield s
-    if s.proc is not None:
-        s.stop()
-    if s in _SERVERS:
-        _SERVERS.remove(s)
+from ggtest import wait_deployment
 
 
 def get(server, path: str) -> tuple[int, str]:
@@ -52,7 +40,8 @@ def deployable_group(gg, name: str) -> tuple[str, str]:
     return group["Id"], group["LatestVersion"]
 
 
-def test_deploy_fail_reset_and_restart(core):
+def test_deploy_fail_reset_and_restart(own_server):
+    core = own_server
     gg = core.client()
     assert health(core)["activeGroup"] is None
 
@@ -92,7 +81,8 @@ def test_deploy_fail_reset_and_restart(core):
     assert health(core)["activeGroup"] is None
 
 
-def test_forced_reset_also_cleans_the_core(core):
+def test_forced_reset_also_cleans_the_core(own_server):
+    core = own_server
     gg = core.client()
     gid, vid = deployable_group(gg, "forced")
     dep = gg.create_deployment(GroupId=gid, DeploymentType="NewDeployment", GroupVersionId=vid)
@@ -106,19 +96,21 @@ def test_forced_reset_also_cleans_the_core(core):
     assert health(core)["activeGroup"] is None
 
 
-def test_health_and_metrics_need_no_signature(core):
+def test_health_and_metrics_need_no_signature(own_server):
+    core = own_server
     status, _ = get(core, "/health")
     assert status == 200
     status, body = get(core, "/metrics")
     assert status == 200 and "# TYPE coupler_router_routed_total counter" in body, body
 
 
-def test_coupler_deploy_and_status(core):
+def test_coupler_deploy_and_status(own_server):
     """The CLI's own client: `coupler deploy` creates and deploys a bundle and follows it,
     `coupler status` shows the active group; boto3 sees the same deployment."""
     import subprocess
     from pathlib import Path
 
+    core = own_server
     from ggtest import coupler_bin
 
     repo = Path(__file__).resolve().parents[2]

@@ -3,20 +3,8 @@ every list/get answers as before, with the same credentials file."""
 
 from __future__ import annotations
 
-import pytest
-
 import payloads as P
-from ggtest import _SERVERS, run_aws, start_server, wait_deployment
-
-
-@pytest.fixture
-def own_server(tmp_path):
-    s = start_server(tmp_path / "restart")
-    yield s
-    if s.proc is not None:
-        s.stop()
-    if s in _SERVERS:
-        _SERVERS.remove(s)
+from ggtest import run_aws, wait_deployment
 
 
 def _populate(gg) -> dict:
