@@ -55,14 +55,16 @@ fn main() {
         .spawn()
         .expect("coupler up starts");
     let stdout = child.stdout.take().expect("stdout");
-    let mut base = String::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.expect("a line");
-        if let Some(url) = line.trim().strip_prefix("control-plane API") {
-            base = url.trim().to_owned();
-            break;
+    // Read the address, and keep draining the rest so the child never writes to a closed pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.trim().strip_prefix("control-plane API") {
+                let _ = tx.send(url.trim().to_owned());
+            }
         }
-    }
+    });
+    let base = rx.recv().expect("coupler up prints its address");
     // Ready = the API accepts a connection.
     while std::net::TcpStream::connect(base.trim_start_matches("http://")).is_err() {
         std::thread::sleep(Duration::from_millis(1));

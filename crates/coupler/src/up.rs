@@ -138,6 +138,15 @@ fn account_id(store: &dyn Store, given: Option<&str>) -> Result<String, String> 
     Ok(id)
 }
 
+/// Print a startup line; a closed stdout (a supervisor that stopped reading) is no reason to
+/// stop the core, so write errors are ignored.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub fn run(args: &Args) -> ExitCode {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
@@ -235,33 +244,34 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
         service: service.clone(),
         auth,
     });
-    println!("Coupler {}", env!("CARGO_PKG_VERSION"));
-    println!("  control-plane API  http://{addr}");
-    println!("  credentials        {key_note}");
-    println!("  data dir           {}", dir.display());
-    println!(
+    say!("Coupler {}", env!("CARGO_PKG_VERSION"));
+    say!("  control-plane API  http://{addr}");
+    say!("  credentials        {key_note}");
+    say!("  data dir           {}", dir.display());
+    say!(
         "  region / account   {} / {}",
-        identity.region, identity.account_id
+        identity.region,
+        identity.account_id
     );
-    println!(
+    say!(
         "  active group       {}",
         active.as_ref().map_or("none".to_owned(), |a| format!(
             "{} (deployment {})",
             a.group_id, a.deployment_id
         ))
     );
-    println!("  health / metrics   http://{addr}/health  http://{addr}/metrics");
-    println!("  core log           {}", system_log.path().display());
-    println!();
-    println!("Use it with the AWS CLI:");
+    say!("  health / metrics   http://{addr}/health  http://{addr}/metrics");
+    say!("  core log           {}", system_log.path().display());
+    say!();
+    say!("Use it with the AWS CLI:");
     if !args.insecure_no_auth && args.access_key_id.is_none() {
-        println!(
+        say!(
             "  export AWS_SHARED_CREDENTIALS_FILE={}",
             creds_path.display()
         );
     }
-    println!("  export AWS_DEFAULT_REGION={}", identity.region);
-    println!("  aws greengrass list-groups --endpoint-url http://{addr}");
+    say!("  export AWS_DEFAULT_REGION={}", identity.region);
+    say!("  aws greengrass list-groups --endpoint-url http://{addr}");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
