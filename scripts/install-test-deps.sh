@@ -5,16 +5,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# openssl verifies the group CA's certificates as an independent implementation.
-if ! command -v openssl >/dev/null 2>&1; then
+# openssl verifies the group CA's certificates as an independent implementation;
+# mosquitto_pub/mosquitto_sub are real MQTT clients for the device tests, and the mosquitto
+# broker is the peer the MQTT benchmark measures against.
+apt_missing=()
+command -v openssl >/dev/null 2>&1 || apt_missing+=(openssl)
+command -v mosquitto_pub >/dev/null 2>&1 || apt_missing+=(mosquitto-clients)
+[ -x /usr/sbin/mosquitto ] || apt_missing+=(mosquitto)
+if [ "${#apt_missing[@]}" -gt 0 ]; then
   apt-get update -qq
-  apt-get install -y -qq openssl
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}"
+  # The package starts a system broker on port 1883; the tests start their own.
+  systemctl stop mosquitto >/dev/null 2>&1 || service mosquitto stop >/dev/null 2>&1 || true
 fi
 
 need_pip=0
 python3 - <<'PY' || need_pip=1
 import importlib.util, shutil, sys
-mods = ["botocore", "awscli", "boto3", "pytest", "moto", "flask", "flask_cors"]
+mods = ["botocore", "awscli", "boto3", "pytest", "moto", "flask", "flask_cors", "paho"]
 missing = [m for m in mods if importlib.util.find_spec(m) is None]
 if shutil.which("moto_server") is None:
     missing.append("moto_server")

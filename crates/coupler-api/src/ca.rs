@@ -61,6 +61,8 @@ impl std::fmt::Debug for GroupCa {
 pub struct Issued {
     pub certificate_pem: String,
     pub private_key_pem: String,
+    /// The AWS IoT certificate id: the SHA-256 of the certificate's DER, lower-case hex.
+    pub certificate_id: String,
 }
 
 impl std::fmt::Debug for Issued {
@@ -132,6 +134,10 @@ impl GroupCa {
         Ok(Issued {
             certificate_pem: cert.pem(),
             private_key_pem: key.serialize_pem(),
+            certificate_id: {
+                use sha2::Digest;
+                hex::encode(sha2::Sha256::digest(cert.der()))
+            },
         })
     }
 }

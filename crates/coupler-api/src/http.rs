@@ -359,6 +359,11 @@ async fn update_cert_config(State(s): St, Path(id): Path<String>, body: Bytes) -
     .await
 }
 
+/// Coupler's own operation (not Greengrass's): issue a device certificate.
+async fn issue_device_certificate(State(s): St, body: Bytes) -> Response {
+    run(&s, move |svc| svc.issue_device_certificate(&body)).await
+}
+
 // ---- things ---------------------------------------------------------------------------
 
 async fn get_connectivity(State(s): St, Path(thing): Path<String>) -> Response {
@@ -538,6 +543,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(get_runtime_config).put(update_runtime_config),
         )
         .route("/tags/{*arn}", axum::routing::any(tags))
+        .route(
+            "/coupler/device-certificates",
+            post(issue_device_certificate),
+        )
         .route(
             "/greengrass/bulk/deployments",
             axum::routing::any(unsupported),

@@ -234,6 +234,17 @@ pub struct ConnectivityInfo {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct DeviceCertificateRequest {
+    #[serde(rename = "ThingName")]
+    pub thing_name: String,
+    #[serde(rename = "GroupId")]
+    pub group_id: Option<String>,
+    #[serde(rename = "ValidityDays")]
+    pub validity_days: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConnectivityRequest {
     #[serde(rename = "ConnectivityInfo", default)]
     connectivity_info: Vec<ConnectivityInfo>,
@@ -1422,6 +1433,66 @@ impl Service {
             .store
             .list(&cas_collection(group_id), None, usize::MAX)?;
         items.last().map(|i| from_json(&i.value)).transpose()
+    }
+
+    /// The CA that signs a group's server and device certificates: the newest, created
+    /// on first need (Greengrass made one with every group).
+    pub fn group_ca_or_create(&self, group_id: &str) -> ApiResult<ca::GroupCa> {
+        if let Some(ca) = self.active_group_ca(group_id)? {
+            return Ok(ca);
+        }
+        self.create_group_ca(group_id, None)?;
+        self.active_group_ca(group_id)?
+            .ok_or_else(|| ApiError::Internal("the new group CA is missing".into()))
+    }
+
+    /// How long the core's server certificate lives, in milliseconds.
+    pub fn certificate_expiry_ms(&self, group_id: &str) -> ApiResult<u64> {
+        Ok(self.group(group_id)?.certificate_expiry_ms)
+    }
+
+    /// Coupler's own operation behind `coupler certs issue`: a device key and certificate
+    /// signed by the group CA. Without `GroupId`, the group of the newest deployment.
+    pub fn issue_device_certificate(&self, body: &[u8]) -> ApiResult<Value> {
+        let req: DeviceCertificateRequest = crate::wire::parse_body(body)?;
+        Self::check_thing(&req.thing_name)?;
+        let days = req.validity_days.unwrap_or(365);
+        if !(1..=3650).contains(&days) {
+            return Err(ApiError::bad_request(format!(
+                "ValidityDays: {days} must be from 1 to 3650"
+            )));
+        }
+        let group_id = match req.group_id {
+            Some(g) => g,
+            None => match self.newest_deployment()? {
+                Some((g, _)) => g,
+                None => {
+                    return Err(ApiError::bad_request(
+                        "GroupId: no group has been deployed; name the group".to_owned(),
+                    ));
+                }
+            },
+        };
+        let ca = self.group_ca_or_create(&group_id)?;
+        let issued = ca
+            .issue(
+                &ca::Usage::Client {
+                    thing_name: req.thing_name.clone(),
+                },
+                time::Duration::days(days),
+            )
+            .map_err(|e| ApiError::Internal(format!("issuing the certificate: {e}")))?;
+        let id = &self.identity;
+        Ok(serde_json::json!({
+            "GroupId": group_id,
+            "ThingName": req.thing_name,
+            "ThingArn": format!("arn:aws:iot:{}:{}:thing/{}", id.region, id.account_id, req.thing_name),
+            "CertificateId": issued.certificate_id,
+            "CertificateArn": format!("arn:aws:iot:{}:{}:cert/{}", id.region, id.account_id, issued.certificate_id),
+            "CertificatePem": issued.certificate_pem,
+            "PrivateKeyPem": issued.private_key_pem,
+            "GroupCertificateAuthorityPem": ca.certificate_pem,
+        }))
     }
 
     pub fn get_group_ca(&self, group_id: &str, ca_id: &str) -> ApiResult<Value> {

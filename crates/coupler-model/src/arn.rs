@@ -173,6 +173,11 @@ impl CertificateArn {
             text: text.to_owned(),
         })
     }
+
+    /// The certificate id: in AWS IoT, the SHA-256 of the certificate's DER, in hex.
+    pub fn certificate_id(&self) -> &str {
+        self.text.rsplit('/').next().unwrap_or_default()
+    }
 }
 arn_common!(CertificateArn);
 

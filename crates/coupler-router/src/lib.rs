@@ -40,7 +40,7 @@ mod table;
 pub mod workload;
 
 pub use inbox::{Inbox, InboxConfig, WhenFull};
-pub use message::Message;
+pub use message::{Message, Qos};
 pub use router::{
     DropCount, DropReason, InboxStats, RouteReport, Router, RouterConfig, RouterStats,
 };

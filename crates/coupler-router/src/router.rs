@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use coupler_model::{Entity, EntityKind};
+use coupler_model::{Entity, EntityKind, TopicFilter, TopicName};
 
 use crate::Message;
 use crate::inbox::{Inbox, InboxConfig, Push};
@@ -229,6 +229,32 @@ impl Router {
     /// Whether a source may publish at all (some subscription names it as Source).
     pub fn has_source(&self, source: &Entity) -> bool {
         self.current.load().table.has_source(source)
+    }
+
+    /// Whether a message from `source` on `topic` would be routed to `target`.
+    pub fn delivers_to(&self, source: &Entity, topic: &TopicName, target: &Entity) -> bool {
+        let installed = self.current.load();
+        let Some(id) = installed.table.target_id(target) else {
+            return false;
+        };
+        SCRATCH.with(|scratch| {
+            let mut ids = scratch.borrow_mut();
+            installed.table.lookup(source, topic, &mut ids);
+            ids.binary_search(&id).is_ok()
+        })
+    }
+
+    /// Whether some subscription targeting `target` could deliver a message that `filter`
+    /// matches: the test for granting an MQTT SUBSCRIBE.
+    pub fn may_subscribe(&self, target: &Entity, filter: &TopicFilter) -> bool {
+        let installed = self.current.load();
+        installed.table.target_id(target).is_some_and(|id| {
+            installed
+                .table
+                .subjects_to(id)
+                .iter()
+                .any(|s| s.intersects(filter))
+        })
     }
 
     /// Route one message to every target whose subscription from the message's source

@@ -64,6 +64,8 @@ pub struct RoutingTable {
     /// Every target list, each sorted and free of duplicates.
     lists: Vec<TargetId>,
     targets: Vec<Entity>,
+    /// Per target id: the subjects of the subscriptions that deliver to it.
+    inbound: Vec<Vec<TopicFilter>>,
     subscriptions: usize,
 }
 
@@ -152,6 +154,7 @@ impl RoutingTable {
     pub fn compile(routes: &[Route]) -> Self {
         let mut target_ids: Map<Entity, TargetId> = Map::default();
         let mut targets = Vec::new();
+        let mut inbound: Vec<Vec<TopicFilter>> = Vec::new();
         let mut sources: Map<Entity, u32> = Map::default();
         let mut source_list = Vec::new();
         let mut b = Builder::default();
@@ -165,8 +168,10 @@ impl RoutingTable {
         for r in routes {
             let target = *target_ids.entry(r.target.clone()).or_insert_with(|| {
                 targets.push(r.target.clone());
+                inbound.push(Vec::new());
                 (targets.len() - 1) as TargetId
             });
+            inbound[target as usize].push(r.subject.clone());
             b.add(sources[&r.source], &r.subject, target);
         }
         let mut level_list: Vec<(&str, u32)> = b.levels.iter().map(|(k, v)| (&**k, *v)).collect();
@@ -225,6 +230,7 @@ impl RoutingTable {
             edges,
             lists,
             targets,
+            inbound,
             subscriptions: routes.len(),
         };
         table.precompute_exact(routes);
@@ -258,6 +264,19 @@ impl RoutingTable {
     /// Every entity that some subscription targets, indexed by [`TargetId`].
     pub fn targets(&self) -> &[Entity] {
         &self.targets
+    }
+
+    /// The id of a target, if some subscription names it.
+    pub fn target_id(&self, entity: &Entity) -> Option<TargetId> {
+        self.targets
+            .iter()
+            .position(|t| t == entity)
+            .map(|i| i as TargetId)
+    }
+
+    /// The subjects of every subscription that targets `target`.
+    pub fn subjects_to(&self, target: TargetId) -> &[TopicFilter] {
+        self.inbound.get(target as usize).map_or(&[], Vec::as_slice)
     }
 
     pub fn subscription_count(&self) -> usize {

@@ -102,7 +102,12 @@ pub struct Agent {
     active: Mutex<Option<Active>>,
     /// The core's log, which takes its level and space from the deployed group.
     system_log: Option<Arc<SystemLog>>,
+    on_activate: Option<Box<OnActivate>>,
 }
+
+/// Told of every group the agent makes active, and of a reset (`None`), after the routing
+/// table is in place: the device MQTT server takes its devices and certificates from it.
+pub type OnActivate = dyn Fn(Option<(&str, &ValidatedGroup)>) + Send + Sync;
 
 impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,6 +132,7 @@ impl Agent {
             can_run,
             active: Mutex::new(None),
             system_log: None,
+            on_activate: None,
         }
     }
 
@@ -137,9 +143,20 @@ impl Agent {
         self
     }
 
-    fn configure_logs(&self, group: Option<&ValidatedGroup>) {
+    /// Call `f` with each group made active.
+    #[must_use]
+    pub fn on_activate(mut self, f: Box<OnActivate>) -> Self {
+        self.on_activate = Some(f);
+        self
+    }
+
+    /// Everything beside the routing table that follows the active group.
+    fn activated(&self, group: Option<(&str, &ValidatedGroup)>) {
         if let Some(log) = &self.system_log {
-            log.configure(group.map_or(&[], |g| g.loggers.as_slice()));
+            log.configure(group.map_or(&[], |(_, g)| g.loggers.as_slice()));
+        }
+        if let Some(f) = &self.on_activate {
+            f(group);
         }
     }
 
@@ -158,7 +175,7 @@ impl Agent {
             problems: r.error_message.unwrap_or_default(),
         })?;
         self.router.install(RoutingTable::compile(&group.routes));
-        self.configure_logs(Some(&group));
+        self.activated(Some((&active.group_id, &group)));
         *self.active.lock() = Some(active.clone());
         tracing::info!(group = %active.group_id, deployment = %active.deployment_id, "active deployment restored");
         Ok(Some(active))
@@ -272,7 +289,7 @@ impl Agent {
             };
         }
         self.router.install(table);
-        self.configure_logs(Some(&group));
+        self.activated(Some((&pending.group_id, &group)));
         *self.active.lock() = Some(active);
         Report::success()
     }
@@ -286,7 +303,7 @@ impl Agent {
             };
         }
         self.router.install(RoutingTable::default());
-        self.configure_logs(None);
+        self.activated(None);
         *self.active.lock() = None;
         Report::success()
     }

@@ -3,11 +3,13 @@
 // This is the CLI: printing is its job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod certs;
 mod client;
 mod connectors;
 mod deploy;
 mod embedded;
 mod logs;
+mod mqtt;
 mod status;
 mod up;
 mod validate;
@@ -53,6 +55,9 @@ enum Command {
     Deploy(deploy::Args),
     /// Show what the core runs: the active group, deployment and routing counters.
     Status(status::Args),
+    /// Device certificates signed by the group CA.
+    #[command(subcommand)]
+    Certs(certs::Command),
     /// Print a log of the core (`runtime`, Greengrass's line format), `-f` to follow it.
     Logs(logs::Args),
 }
@@ -66,5 +71,6 @@ fn main() -> ExitCode {
         Command::Deploy(args) => deploy::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Logs(args) => logs::run(&args),
+        Command::Certs(cmd) => certs::run(&cmd),
     }
 }

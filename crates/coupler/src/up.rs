@@ -53,6 +53,8 @@ pub struct Args {
     /// Let deployed functions run as root (Greengrass `runtime.allowFunctionsToRunAsRoot`).
     #[arg(long)]
     allow_functions_to_run_as_root: bool,
+    #[command(flatten)]
+    mqtt: crate::mqtt::MqttArgs,
 }
 
 const ALNUM_UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -100,7 +102,7 @@ fn load_or_create_credentials(path: &Path) -> std::io::Result<(AccessKey, bool)>
 }
 
 /// Write a file only its owner can read.
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -221,8 +223,17 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
     };
     let service = Arc::new(Service::new(store, identity.clone()));
 
-    // The core: a router, and the agent that applies deployments to it.
+    // The core: a router, the device MQTT server on it, and the agent that applies
+    // deployments to both.
     let router = Arc::new(Router::new(RouterConfig::default()));
+    let broker = coupler_mqtt::Broker::new(
+        router.clone(),
+        coupler_mqtt::Config {
+            max_payload: args.mqtt.mqtt_max_payload,
+            ..coupler_mqtt::Config::default()
+        },
+    );
+    let mqtt_core = Arc::new(crate::mqtt::Core::new(broker.clone(), service.clone(), dir));
     let agent = Arc::new(
         Agent::new(
             router.clone(),
@@ -232,7 +243,11 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
             },
             Box::new(crate::connectors::is_runnable),
         )
-        .with_system_log(system_log.clone()),
+        .with_system_log(system_log.clone())
+        .on_activate({
+            let mqtt_core = mqtt_core.clone();
+            Box::new(move |group| mqtt_core.activate(group))
+        }),
     );
     let active = agent.restore().map_err(|e| e.to_string())?;
 
@@ -240,6 +255,22 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.api))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let mqtt_tls = match args.mqtt.tls_addr()? {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|e| format!("cannot listen on {a} (--mqtt): {e}"))?,
+        ),
+        None => None,
+    };
+    let mqtt_plain = match args.mqtt.mqtt_plain {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|e| format!("cannot listen on {a} (--mqtt-plain): {e}"))?,
+        ),
+        None => None,
+    };
     let state = Arc::new(AppState {
         service: service.clone(),
         auth,
@@ -260,6 +291,17 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
             a.group_id, a.deployment_id
         ))
     );
+    if let Some(l) = &mqtt_tls {
+        let a = l.local_addr().map_err(|e| e.to_string())?;
+        say!(
+            "  device MQTT (TLS)  mqtts://{a}  (group CA: {})",
+            dir.join("ggc/var/state/server/ca.pem").display()
+        );
+    }
+    if let Some(l) = &mqtt_plain {
+        let a = l.local_addr().map_err(|e| e.to_string())?;
+        say!("  device MQTT plain  mqtt://{a}  (no certificates: development only)");
+    }
     say!("  health / metrics   http://{addr}/health  http://{addr}/metrics");
     say!("  core log           {}", system_log.path().display());
     say!();
@@ -289,11 +331,33 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
         Duration::from_secs(2),
         stopped(),
     ));
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    let extra = status_routes(router, agent);
+    let mqtt_stop = tokio_util::sync::CancellationToken::new();
+    for (listener, transport) in [
+        (
+            mqtt_tls,
+            coupler_mqtt::Transport::Tls(mqtt_core.tls.clone()),
+        ),
+        (mqtt_plain, coupler_mqtt::Transport::Plain),
+    ] {
+        if let Some(l) = listener {
+            tokio::spawn(coupler_mqtt::serve(
+                l,
+                transport,
+                broker.clone(),
+                mqtt_stop.clone(),
+            ));
+        }
+    }
+    tokio::spawn(mqtt_core.clone().keep_fresh(stopped()));
+    {
+        let mqtt_stop = mqtt_stop.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            mqtt_stop.cancel();
+            let _ = stop_tx.send(true);
+        });
+    }
+    let extra = status_routes(router, agent, broker);
     tracing::info!(%addr, "control-plane API listening");
     coupler_api::serve_with(listener, state, extra, stopped())
         .await
@@ -304,14 +368,19 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
 }
 
 /// `/health` and `/metrics`, beside the API and without a signature.
-fn status_routes(router: Arc<Router>, agent: Arc<Agent>) -> axum::Router {
+fn status_routes(
+    router: Arc<Router>,
+    agent: Arc<Agent>,
+    broker: Arc<coupler_mqtt::Broker>,
+) -> axum::Router {
     let health = {
-        let (router, agent) = (router.clone(), agent.clone());
+        let (router, agent, broker) = (router.clone(), agent.clone(), broker.clone());
         move || {
-            let (router, agent) = (router.clone(), agent.clone());
+            let (router, agent, broker) = (router.clone(), agent.clone(), broker.clone());
             async move {
                 let active = agent.active();
                 let stats = router.stats();
+                let mqtt = broker.stats();
                 axum::Json(serde_json::json!({
                     "status": "ok",
                     "activeGroup": active.as_ref().map(|a| &a.group_id),
@@ -320,18 +389,17 @@ fn status_routes(router: Arc<Router>, agent: Arc<Agent>) -> axum::Router {
                     "subscriptions": stats.subscriptions,
                     "routed": stats.routed,
                     "dropped": stats.dropped.iter().map(|d| d.count).sum::<u64>(),
+                    "mqttConnections": mqtt.open,
                 }))
             }
         }
     };
     let metrics = move || {
-        let (router, agent) = (router.clone(), agent.clone());
+        let (router, agent, broker) = (router.clone(), agent.clone(), broker.clone());
         async move {
-            (
-                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                metrics_text(&router, &agent),
-            )
-                .into_response()
+            let mut text = metrics_text(&router, &agent);
+            mqtt_metrics(&mut text, &broker.stats());
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
         }
     };
     axum::Router::new()
@@ -446,6 +514,100 @@ fn metrics_text(router: &Router, agent: &Agent) -> String {
         );
     }
     out
+}
+
+/// The MQTT server's counters in the Prometheus text format.
+fn mqtt_metrics(out: &mut String, s: &coupler_mqtt::StatsSnapshot) {
+    let plain: [(&str, &str, &str, u64); 10] = [
+        (
+            "coupler_mqtt_connections",
+            "gauge",
+            "Open device MQTT connections.",
+            s.open,
+        ),
+        (
+            "coupler_mqtt_accepted_total",
+            "counter",
+            "TCP connections accepted by the MQTT listeners.",
+            s.accepted,
+        ),
+        (
+            "coupler_mqtt_sessions",
+            "gauge",
+            "MQTT sessions kept (connected or persistent).",
+            s.sessions,
+        ),
+        (
+            "coupler_mqtt_publish_received_total",
+            "counter",
+            "PUBLISH packets received from devices.",
+            s.publish_in,
+        ),
+        (
+            "coupler_mqtt_publish_sent_total",
+            "counter",
+            "PUBLISH packets sent to devices.",
+            s.publish_out,
+        ),
+        (
+            "coupler_mqtt_unsubscribed_drops_total",
+            "counter",
+            "Messages routed to a device that none of its MQTT subscriptions matched.",
+            s.unsubscribed_drops,
+        ),
+        (
+            "coupler_mqtt_oversize_drops_total",
+            "counter",
+            "Messages larger than a device's MQTT 5 maximum packet size.",
+            s.oversize_drops,
+        ),
+        (
+            "coupler_mqtt_offline_discards_total",
+            "counter",
+            "Messages queued for a clean-session device while offline, discarded when it connected.",
+            s.offline_discards,
+        ),
+        (
+            "coupler_mqtt_retained_messages",
+            "gauge",
+            "Retained messages kept.",
+            s.retained,
+        ),
+        (
+            "coupler_mqtt_subscribe_refused_total",
+            "counter",
+            "SUBSCRIBE filters refused: no group subscription delivers on them.",
+            s.subscribe_refused,
+        ),
+    ];
+    for (name, kind, help, v) in plain {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    family(
+        out,
+        "coupler_mqtt_closed_total",
+        "counter",
+        "MQTT connections ended, by reason.",
+    );
+    for (reason, n) in &s.closed {
+        let _ = writeln!(
+            out,
+            "coupler_mqtt_closed_total{{reason=\"{}\"}} {n}",
+            reason.as_str()
+        );
+    }
+    family(
+        out,
+        "coupler_mqtt_retained_refused_total",
+        "counter",
+        "Retained messages not kept because the store was full.",
+    );
+    let _ = writeln!(
+        out,
+        "coupler_mqtt_retained_refused_total {}",
+        s.retained_refused
+    );
 }
 
 async fn shutdown_signal() {

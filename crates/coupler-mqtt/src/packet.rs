@@ -1,0 +1,533 @@
+//! One view of MQTT 3.1.1 and 5.0 packets over `rmqtt-codec`: what a client sends is read
+//! into [`Inbound`], and what the server answers is built by [`Proto`] for the client's
+//! protocol version, so the session logic is written once.
+
+use std::num::NonZeroU16;
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use rmqtt_codec::error::{DecodeError, EncodeError};
+use rmqtt_codec::types::{Publish, QoS};
+use rmqtt_codec::version::{ProtocolVersion, VersionCodec};
+use rmqtt_codec::{MqttCodec, MqttPacket, v3, v5};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// The protocol a connection speaks, known once its CONNECT has been read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    V3,
+    V5,
+}
+
+/// A will message from CONNECT.
+#[derive(Debug, Clone)]
+pub struct Will {
+    pub topic: ByteString,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    /// MQTT 5's will delay interval.
+    pub delay_secs: u32,
+}
+
+/// The parts of CONNECT the session needs.
+#[derive(Debug, Clone)]
+pub struct Connect {
+    pub client_id: ByteString,
+    pub clean_start: bool,
+    pub keep_alive: u16,
+    /// MQTT 5's session expiry; for 3.1.1, 0 for a clean session and "never" otherwise.
+    pub session_expiry_secs: u32,
+    /// How many QoS 1/2 messages the client takes unacknowledged (MQTT 5).
+    pub receive_max: Option<u16>,
+    /// The largest packet the client accepts (MQTT 5).
+    pub max_packet_size: Option<u32>,
+    pub will: Option<Will>,
+}
+
+/// Subscription options (3.1.1 has only the QoS).
+#[derive(Debug, Clone, Copy)]
+pub struct SubOptions {
+    pub qos: QoS,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    /// 0: send retained messages; 1: only for a new subscription; 2: never.
+    pub retain_handling: u8,
+}
+
+/// A packet from a client, whatever its version.
+#[derive(Debug)]
+pub enum Inbound {
+    Connect(Box<Connect>),
+    Publish(Box<Publish>),
+    PubAck(NonZeroU16),
+    /// PUBREC, and whether its reason code says the message was refused.
+    PubRec(NonZeroU16, bool),
+    PubRel(NonZeroU16),
+    PubComp(NonZeroU16),
+    Subscribe {
+        packet_id: NonZeroU16,
+        filters: Vec<(ByteString, SubOptions)>,
+    },
+    Unsubscribe {
+        packet_id: NonZeroU16,
+        filters: Vec<ByteString>,
+    },
+    PingReq,
+    Disconnect {
+        /// MQTT 5's "disconnect with will message" (0x04).
+        with_will: bool,
+        session_expiry_secs: Option<u32>,
+    },
+    /// A packet only a server sends, or AUTH, which this server does not support.
+    Unexpected(&'static str),
+}
+
+/// Why the server refuses or ends a connection, with the MQTT 5 reason code it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 0x85 / 3.1.1: identifier rejected.
+    ClientIdInvalid,
+    /// 0x87 / 3.1.1: not authorised.
+    NotAuthorized,
+    /// 0x88 / 3.1.1: server unavailable.
+    ServerUnavailable,
+}
+
+/// Reasons the server gives in MQTT 5 DISCONNECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    ProtocolError,
+    NotAuthorized,
+    KeepAliveTimeout,
+    SessionTakenOver,
+    TopicNameInvalid,
+    ReceiveMaximumExceeded,
+    PacketTooLarge,
+    TopicAliasInvalid,
+    ServerShuttingDown,
+}
+
+/// Reason of a PUBACK/PUBREC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckReason {
+    Success,
+    /// 0x10: accepted, but no subscription delivers it anywhere.
+    NoMatchingSubscribers,
+    /// 0x87: the device may not publish on this topic at all.
+    NotAuthorized,
+}
+
+/// Result of one SUBSCRIBE filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubResult {
+    Granted(QoS),
+    /// Not authorised by the group's subscriptions: 0x80.
+    Refused,
+    /// 0x8F: the filter is malformed.
+    FilterInvalid,
+    /// 0x9E: `$share/...` is not supported.
+    SharedNotSupported,
+    /// 0x97: too many subscriptions in the session.
+    QuotaExceeded,
+}
+
+/// Frames a connection: detects the version from CONNECT, then decodes and encodes with the
+/// codec of that version.
+#[derive(Debug)]
+pub struct Framer {
+    codec: MqttCodec,
+    /// Largest remaining length accepted from the client.
+    max_in: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("malformed packet: {0}")]
+    Malformed(#[from] DecodeError),
+    #[error("the first packet is not CONNECT")]
+    NotConnect,
+}
+
+impl Framer {
+    pub fn new(max_in: u32) -> Self {
+        Self {
+            codec: MqttCodec::Version(VersionCodec),
+            max_in,
+        }
+    }
+
+    pub fn proto(&self) -> Option<Proto> {
+        match self.codec {
+            MqttCodec::V3(_) => Some(Proto::V3),
+            MqttCodec::V5(_) => Some(Proto::V5),
+            MqttCodec::Version(_) => None,
+        }
+    }
+
+    /// Limit what is sent to the client (its MQTT 5 maximum packet size).
+    pub fn set_max_out(&mut self, size: u32) {
+        if let MqttCodec::V5(c) = &mut self.codec {
+            c.set_max_outbound_size(size);
+        }
+    }
+
+    /// The next whole packet in `buf`, if there is one.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, FrameError> {
+        if let MqttCodec::Version(v) = &mut self.codec {
+            match v.decode(buf) {
+                Ok(Some(ProtocolVersion::MQTT3)) => {
+                    self.codec = MqttCodec::V3(v3::Codec::new(self.max_in));
+                }
+                Ok(Some(ProtocolVersion::MQTT5)) => {
+                    self.codec = MqttCodec::V5(v5::Codec::new(self.max_in, 0));
+                }
+                Ok(None) => return Ok(None),
+                Err(DecodeError::UnsupportedPacketType) => return Err(FrameError::NotConnect),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(match self.codec.decode(buf)? {
+            None => None,
+            Some((MqttPacket::V3(p), _)) => Some(from_v3(p)),
+            Some((MqttPacket::V5(p), _)) => Some(from_v5(p)),
+            Some((MqttPacket::Version(_), _)) => None,
+        })
+    }
+
+    /// Append an encoded packet to `out`.
+    pub fn encode(&mut self, packet: MqttPacket, out: &mut BytesMut) -> Result<(), EncodeError> {
+        self.codec.encode(packet, out)
+    }
+}
+
+fn from_v3(p: v3::Packet) -> Inbound {
+    use v3::Packet as P;
+    match p {
+        P::Connect(c) => Inbound::Connect(Box::new(Connect {
+            client_id: c.client_id,
+            clean_start: c.clean_session,
+            keep_alive: c.keep_alive,
+            session_expiry_secs: if c.clean_session { 0 } else { u32::MAX },
+            receive_max: None,
+            max_packet_size: None,
+            will: c.last_will.map(|w| Will {
+                topic: w.topic,
+                payload: w.message,
+                qos: w.qos,
+                retain: w.retain,
+                delay_secs: 0,
+            }),
+        })),
+        P::Publish(p) => Inbound::Publish(p),
+        P::PublishAck { packet_id } => Inbound::PubAck(packet_id),
+        P::PublishReceived { packet_id } => Inbound::PubRec(packet_id, false),
+        P::PublishRelease { packet_id } => Inbound::PubRel(packet_id),
+        P::PublishComplete { packet_id } => Inbound::PubComp(packet_id),
+        P::Subscribe {
+            packet_id,
+            topic_filters,
+        } => Inbound::Subscribe {
+            packet_id,
+            filters: topic_filters
+                .into_iter()
+                .map(|(f, qos)| {
+                    (
+                        f,
+                        SubOptions {
+                            qos,
+                            no_local: false,
+                            retain_as_published: false,
+                            retain_handling: 0,
+                        },
+                    )
+                })
+                .collect(),
+        },
+        P::Unsubscribe {
+            packet_id,
+            topic_filters,
+        } => Inbound::Unsubscribe {
+            packet_id,
+            filters: topic_filters,
+        },
+        P::PingRequest => Inbound::PingReq,
+        P::Disconnect => Inbound::Disconnect {
+            with_will: false,
+            session_expiry_secs: None,
+        },
+        P::ConnectAck(_) => Inbound::Unexpected("CONNACK"),
+        P::SubscribeAck { .. } => Inbound::Unexpected("SUBACK"),
+        P::UnsubscribeAck { .. } => Inbound::Unexpected("UNSUBACK"),
+        P::PingResponse => Inbound::Unexpected("PINGRESP"),
+    }
+}
+
+fn from_v5(p: v5::Packet) -> Inbound {
+    use v5::Packet as P;
+    match p {
+        P::Connect(c) => {
+            let c = *c;
+            Inbound::Connect(Box::new(Connect {
+                client_id: c.client_id,
+                clean_start: c.clean_start,
+                keep_alive: c.keep_alive,
+                session_expiry_secs: c.session_expiry_interval_secs,
+                receive_max: c.receive_max.map(NonZeroU16::get),
+                max_packet_size: c.max_packet_size.map(std::num::NonZeroU32::get),
+                will: c.last_will.map(|w| Will {
+                    topic: w.topic,
+                    payload: w.message,
+                    qos: w.qos,
+                    retain: w.retain,
+                    delay_secs: w.will_delay_interval_sec.unwrap_or(0),
+                }),
+            }))
+        }
+        P::Publish(p) => Inbound::Publish(p),
+        P::PublishAck(a) => Inbound::PubAck(a.packet_id),
+        P::PublishReceived(a) => Inbound::PubRec(a.packet_id, u8::from(a.reason_code) >= 0x80),
+        P::PublishRelease(a) => Inbound::PubRel(a.packet_id),
+        P::PublishComplete(a) => Inbound::PubComp(a.packet_id),
+        P::Subscribe(s) => Inbound::Subscribe {
+            packet_id: s.packet_id,
+            filters: s
+                .topic_filters
+                .into_iter()
+                .map(|(f, o)| {
+                    (
+                        f,
+                        SubOptions {
+                            qos: o.qos,
+                            no_local: o.no_local,
+                            retain_as_published: o.retain_as_published,
+                            retain_handling: u8::from(o.retain_handling),
+                        },
+                    )
+                })
+                .collect(),
+        },
+        P::Unsubscribe(u) => Inbound::Unsubscribe {
+            packet_id: u.packet_id,
+            filters: u.topic_filters,
+        },
+        P::PingRequest => Inbound::PingReq,
+        P::Disconnect(d) => Inbound::Disconnect {
+            with_will: d.reason_code == v5::DisconnectReasonCode::DisconnectWithWillMessage,
+            session_expiry_secs: d.session_expiry_interval_secs,
+        },
+        P::Auth(_) => Inbound::Unexpected("AUTH"),
+        P::ConnectAck(_) => Inbound::Unexpected("CONNACK"),
+        P::SubscribeAck(_) => Inbound::Unexpected("SUBACK"),
+        P::UnsubscribeAck(_) => Inbound::Unexpected("UNSUBACK"),
+        P::PingResponse => Inbound::Unexpected("PINGRESP"),
+    }
+}
+
+/// What the server advertises in an MQTT 5 CONNACK.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    pub receive_max: u16,
+    pub max_packet_size: u32,
+}
+
+impl Proto {
+    pub fn connack_ok(self, session_present: bool, limits: ServerLimits) -> MqttPacket {
+        match self {
+            Self::V3 => MqttPacket::V3(v3::Packet::ConnectAck(v3::ConnectAck {
+                return_code: v3::ConnectAckReason::ConnectionAccepted,
+                session_present,
+            })),
+            Self::V5 => MqttPacket::V5(v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
+                session_present,
+                reason_code: v5::ConnectAckReason::Success,
+                receive_max: NonZeroU16::new(limits.receive_max).unwrap_or(NonZeroU16::MIN),
+                max_packet_size: Some(limits.max_packet_size),
+                max_qos: QoS::ExactlyOnce,
+                retain_available: true,
+                wildcard_subscription_available: true,
+                subscription_identifiers_available: false,
+                shared_subscription_available: false,
+                topic_alias_max: 0,
+                ..v5::ConnectAck::default()
+            }))),
+        }
+    }
+
+    pub fn connack_refused(self, why: Refusal, text: &str) -> MqttPacket {
+        match self {
+            Self::V3 => MqttPacket::V3(v3::Packet::ConnectAck(v3::ConnectAck {
+                return_code: match why {
+                    Refusal::ClientIdInvalid => v3::ConnectAckReason::IdentifierRejected,
+                    Refusal::NotAuthorized => v3::ConnectAckReason::NotAuthorized,
+                    Refusal::ServerUnavailable => v3::ConnectAckReason::ServiceUnavailable,
+                },
+                session_present: false,
+            })),
+            Self::V5 => MqttPacket::V5(v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
+                reason_code: match why {
+                    Refusal::ClientIdInvalid => v5::ConnectAckReason::ClientIdentifierNotValid,
+                    Refusal::NotAuthorized => v5::ConnectAckReason::NotAuthorized,
+                    Refusal::ServerUnavailable => v5::ConnectAckReason::ServerUnavailable,
+                },
+                reason_string: Some(text.into()),
+                ..v5::ConnectAck::default()
+            }))),
+        }
+    }
+
+    pub fn publish(self, publish: Publish) -> MqttPacket {
+        match self {
+            Self::V3 => MqttPacket::V3(v3::Packet::Publish(Box::new(publish))),
+            Self::V5 => MqttPacket::V5(v5::Packet::Publish(Box::new(publish))),
+        }
+    }
+
+    fn ack(self, packet_id: NonZeroU16, reason: AckReason) -> v5::PublishAck {
+        v5::PublishAck {
+            packet_id,
+            reason_code: match reason {
+                AckReason::Success => v5::PublishAckReason::Success,
+                AckReason::NoMatchingSubscribers => v5::PublishAckReason::NoMatchingSubscribers,
+                AckReason::NotAuthorized => v5::PublishAckReason::NotAuthorized,
+            },
+            ..v5::PublishAck::default()
+        }
+    }
+
+    pub fn puback(self, packet_id: NonZeroU16, reason: AckReason) -> MqttPacket {
+        match self {
+            Self::V3 => MqttPacket::V3(v3::Packet::PublishAck { packet_id }),
+            Self::V5 => MqttPacket::V5(v5::Packet::PublishAck(self.ack(packet_id, reason))),
+        }
+    }
+
+    pub fn pubrec(self, packet_id: NonZeroU16, reason: AckReason) -> MqttPacket {
+        match self {
+            Self::V3 => MqttPacket::V3(v3::Packet::PublishReceived { packet_id }),
+            Self::V5 => MqttPacket::V5(v5::Packet::PublishReceived(self.ack(packet_id, reason))),
+        }
+    }
+
+    fn ack2(packet_id: NonZeroU16, found: bool) -> v5::PublishAck2 {
+        v5::PublishAck2 {
+            packet_id,
+            reason_code: if found {
+                v5::PublishAck2Reason::Success
+            } else {
+                v5::PublishAck2Reason::PacketIdNotFound
+            },
+            ..v5::PublishAck2::default()
+        }
+    }
+
+    pub fn pubrel(self, packet_id: NonZeroU16) -> MqttPacket {
+        match self {
+            Self::V3 => MqttPacket::V3(v3::Packet::PublishRelease { packet_id }),
+            Self::V5 => MqttPacket::V5(v5::Packet::PublishRelease(Self::ack2(packet_id, true))),
+        }
+    }
+
+    pub fn pubcomp(self, packet_id: NonZeroU16, found: bool) -> MqttPacket {
+        match self {
+            Self::V3 => MqttPacket::V3(v3::Packet::PublishComplete { packet_id }),
+            Self::V5 => MqttPacket::V5(v5::Packet::PublishComplete(Self::ack2(packet_id, found))),
+        }
+    }
+
+    pub fn suback(self, packet_id: NonZeroU16, results: &[SubResult]) -> MqttPacket {
+        match self {
+            Self::V3 => MqttPacket::V3(v3::Packet::SubscribeAck {
+                packet_id,
+                status: results
+                    .iter()
+                    .map(|r| match r {
+                        SubResult::Granted(q) => v3::SubscribeReturnCode::Success(*q),
+                        _ => v3::SubscribeReturnCode::Failure,
+                    })
+                    .collect(),
+            }),
+            Self::V5 => {
+                let refused = results.contains(&SubResult::Refused);
+                MqttPacket::V5(v5::Packet::SubscribeAck(v5::SubscribeAck {
+                    packet_id,
+                    properties: Vec::new(),
+                    reason_string: refused
+                        .then(|| "not authorised by the group's subscriptions".into()),
+                    status: results
+                        .iter()
+                        .map(|r| match r {
+                            SubResult::Granted(QoS::AtMostOnce) => {
+                                v5::SubscribeAckReason::GrantedQos0
+                            }
+                            SubResult::Granted(QoS::AtLeastOnce) => {
+                                v5::SubscribeAckReason::GrantedQos1
+                            }
+                            SubResult::Granted(QoS::ExactlyOnce) => {
+                                v5::SubscribeAckReason::GrantedQos2
+                            }
+                            SubResult::Refused => v5::SubscribeAckReason::UnspecifiedError,
+                            SubResult::FilterInvalid => v5::SubscribeAckReason::TopicFilterInvalid,
+                            SubResult::SharedNotSupported => {
+                                v5::SubscribeAckReason::SharedSubscriptionNotSupported
+                            }
+                            SubResult::QuotaExceeded => v5::SubscribeAckReason::QuotaExceeded,
+                        })
+                        .collect(),
+                }))
+            }
+        }
+    }
+
+    /// UNSUBACK; `existed` says, per filter, whether the session had it (MQTT 5 reports it).
+    pub fn unsuback(self, packet_id: NonZeroU16, existed: &[bool]) -> MqttPacket {
+        match self {
+            Self::V3 => MqttPacket::V3(v3::Packet::UnsubscribeAck { packet_id }),
+            Self::V5 => MqttPacket::V5(v5::Packet::UnsubscribeAck(v5::UnsubscribeAck {
+                packet_id,
+                properties: Vec::new(),
+                reason_string: None,
+                status: existed
+                    .iter()
+                    .map(|e| {
+                        if *e {
+                            v5::UnsubscribeAckReason::Success
+                        } else {
+                            v5::UnsubscribeAckReason::NoSubscriptionExisted
+                        }
+                    })
+                    .collect(),
+            })),
+        }
+    }
+
+    pub fn pingresp(self) -> MqttPacket {
+        match self {
+            Self::V3 => MqttPacket::V3(v3::Packet::PingResponse),
+            Self::V5 => MqttPacket::V5(v5::Packet::PingResponse),
+        }
+    }
+
+    /// The server's DISCONNECT; MQTT 3.1.1 has none (the server just closes).
+    pub fn disconnect(self, reason: DisconnectReason) -> Option<MqttPacket> {
+        use v5::DisconnectReasonCode as C;
+        let code = match reason {
+            DisconnectReason::ProtocolError => C::ProtocolError,
+            DisconnectReason::NotAuthorized => C::NotAuthorized,
+            DisconnectReason::KeepAliveTimeout => C::KeepAliveTimeout,
+            DisconnectReason::SessionTakenOver => C::SessionTakenOver,
+            DisconnectReason::TopicNameInvalid => C::TopicNameInvalid,
+            DisconnectReason::ReceiveMaximumExceeded => C::ReceiveMaximumExceeded,
+            DisconnectReason::PacketTooLarge => C::PacketTooLarge,
+            DisconnectReason::TopicAliasInvalid => C::TopicAliasInvalid,
+            DisconnectReason::ServerShuttingDown => C::ServerShuttingDown,
+        };
+        match self {
+            Self::V3 => None,
+            Self::V5 => Some(MqttPacket::V5(v5::Packet::Disconnect(v5::Disconnect {
+                reason_code: code,
+                ..v5::Disconnect::default()
+            }))),
+        }
+    }
+}
