@@ -25,6 +25,14 @@ log "end-to-end: the AWS CLI and boto3 against coupler up"
 cargo build --locked -p coupler
 COUPLER_BIN="$PWD/target/debug/coupler" python3 -m pytest tests/e2e -q
 
+log "fuzz: the MQTT packet decoder, bounded to ${FUZZ_SECONDS:-30} s"
+# cargo fuzz needs nightly flags; RUSTC_BOOTSTRAP lets this stable toolchain take them.
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz@0.13.2
+corpus=$(mktemp -d)
+(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run mqtt_decode "$corpus" seeds/mqtt_decode -- \
+  -max_total_time="${FUZZ_SECONDS:-30}" -rss_limit_mb=2048 2>&1 | tail -3)
+rm -rf "$corpus"
+
 log "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 

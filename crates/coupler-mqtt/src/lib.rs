@@ -18,6 +18,8 @@ use std::sync::Arc;
 
 pub use broker::{Broker, CloseReason, Config, Devices, StatsSnapshot};
 pub use conn::Peer;
+#[doc(hidden)]
+pub use packet::decode_all;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

@@ -531,3 +531,198 @@ impl Proto {
         }
     }
 }
+
+/// Feed arbitrary bytes to a fresh framer, packet after packet, as a connection would.
+/// For the fuzz target and the no-panic property test.
+#[doc(hidden)]
+pub fn decode_all(data: &[u8], max_in: u32) -> usize {
+    let mut framer = Framer::new(max_in);
+    let mut buf = BytesMut::from(data);
+    let mut n = 0;
+    while let Ok(Some(_)) = framer.decode(&mut buf) {
+        n += 1;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn connect(proto: Proto) -> BytesMut {
+        let mut out = BytesMut::new();
+        match proto {
+            Proto::V3 => v3::Codec::new(0)
+                .encode(
+                    v3::Packet::Connect(Box::new(v3::Connect {
+                        client_id: "dev-1".into(),
+                        keep_alive: 30,
+                        ..v3::Connect::default()
+                    })),
+                    &mut out,
+                )
+                .unwrap(),
+            Proto::V5 => v5::Codec::new(0, 0)
+                .encode(
+                    v5::Packet::Connect(Box::new(v5::Connect {
+                        client_id: "dev-1".into(),
+                        keep_alive: 30,
+                        ..v5::Connect::default()
+                    })),
+                    &mut out,
+                )
+                .unwrap(),
+        }
+        out
+    }
+
+    /// A framer past CONNECT, for `proto`.
+    fn connected(proto: Proto) -> Framer {
+        let mut f = Framer::new(1 << 20);
+        let mut buf = connect(proto);
+        assert!(matches!(f.decode(&mut buf), Ok(Some(Inbound::Connect(_)))));
+        assert_eq!(f.proto(), Some(proto));
+        f
+    }
+
+    fn proto() -> impl Strategy<Value = Proto> {
+        prop_oneof![Just(Proto::V3), Just(Proto::V5)]
+    }
+
+    fn qos() -> impl Strategy<Value = QoS> {
+        prop_oneof![
+            Just(QoS::AtMostOnce),
+            Just(QoS::AtLeastOnce),
+            Just(QoS::ExactlyOnce)
+        ]
+    }
+
+    proptest! {
+        /// A PUBLISH the server encodes decodes to the same fields (the server's own framer
+        /// reads packets in the client's direction, which carry the same PUBLISH).
+        #[test]
+        fn publish_round_trips(
+            proto in proto(),
+            topic in "[a-z0-9]{1,8}(/[a-z0-9]{1,8}){0,6}",
+            payload in proptest::collection::vec(any::<u8>(), 0..4096),
+            qos in qos(),
+            retain in any::<bool>(),
+            dup in any::<bool>(),
+            id in 1u16..,
+        ) {
+            let mut framer = connected(proto);
+            let publish = Publish {
+                dup: dup && qos != QoS::AtMostOnce,
+                retain,
+                qos,
+                topic: topic.clone().into(),
+                packet_id: (qos != QoS::AtMostOnce).then(|| NonZeroU16::new(id).unwrap()),
+                payload: payload.clone().into(),
+                properties: None,
+            };
+            let mut buf = BytesMut::new();
+            framer.encode(proto.publish(publish.clone()), &mut buf).unwrap();
+            let Some(Inbound::Publish(p)) = framer.decode(&mut buf).unwrap() else {
+                panic!("not a PUBLISH");
+            };
+            prop_assert_eq!(&*p.topic, topic.as_str());
+            prop_assert_eq!(&p.payload[..], &payload[..]);
+            prop_assert_eq!(p.qos, qos);
+            prop_assert_eq!(p.retain, retain);
+            prop_assert_eq!(p.packet_id, publish.packet_id);
+            prop_assert!(buf.is_empty());
+        }
+
+        /// Acknowledgements keep their packet id, in both versions.
+        #[test]
+        fn acks_round_trip(proto in proto(), id in 1u16..) {
+            let id = NonZeroU16::new(id).unwrap();
+            let mut framer = connected(proto);
+            let mut buf = BytesMut::new();
+            framer.encode(proto.puback(id, AckReason::Success), &mut buf).unwrap();
+            framer.encode(proto.pubrec(id, AckReason::Success), &mut buf).unwrap();
+            framer.encode(proto.pubrel(id), &mut buf).unwrap();
+            framer.encode(proto.pubcomp(id, true), &mut buf).unwrap();
+            prop_assert!(matches!(framer.decode(&mut buf).unwrap(), Some(Inbound::PubAck(x)) if x == id));
+            prop_assert!(matches!(framer.decode(&mut buf).unwrap(), Some(Inbound::PubRec(x, false)) if x == id));
+            prop_assert!(matches!(framer.decode(&mut buf).unwrap(), Some(Inbound::PubRel(x)) if x == id));
+            prop_assert!(matches!(framer.decode(&mut buf).unwrap(), Some(Inbound::PubComp(x)) if x == id));
+        }
+
+        /// Whatever follows a CONNECT, decoding ends in a packet, a wait for more bytes or an
+        /// error: never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            proto in proto(),
+            tail in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let mut data = connect(proto).to_vec();
+            data.extend_from_slice(&tail);
+            decode_all(&data, 1 << 16);
+            decode_all(&tail, 1 << 16);
+        }
+
+        /// SUBSCRIBE and UNSUBSCRIBE keep their filters and options.
+        #[test]
+        fn subscribe_round_trips(
+            proto in proto(),
+            filters in proptest::collection::vec(("[a-z+#/]{1,20}", qos()), 1..5),
+            id in 1u16..,
+        ) {
+            let id = NonZeroU16::new(id).unwrap();
+            let mut framer = connected(proto);
+            let mut buf = BytesMut::new();
+            match proto {
+                Proto::V3 => v3::Codec::new(0).encode(v3::Packet::Subscribe {
+                    packet_id: id,
+                    topic_filters: filters.iter().map(|(f, q)| (f.clone().into(), *q)).collect(),
+                }, &mut buf).unwrap(),
+                Proto::V5 => v5::Codec::new(0, 0).encode(v5::Packet::Subscribe(v5::Subscribe {
+                    packet_id: id,
+                    id: None,
+                    user_properties: Vec::new(),
+                    topic_filters: filters.iter().map(|(f, q)| (f.clone().into(), v5::SubscriptionOptions {
+                        qos: *q,
+                        no_local: false,
+                        retain_as_published: true,
+                        retain_handling: v5::RetainHandling::AtSubscribeNew,
+                    })).collect(),
+                }), &mut buf).unwrap(),
+            }
+            let Some(Inbound::Subscribe { packet_id, filters: got }) = framer.decode(&mut buf).unwrap() else {
+                panic!("not a SUBSCRIBE");
+            };
+            prop_assert_eq!(packet_id, id);
+            prop_assert_eq!(got.len(), filters.len());
+            for ((f, o), (ef, eq)) in got.iter().zip(&filters) {
+                prop_assert_eq!(&**f, ef.as_str());
+                prop_assert_eq!(o.qos, *eq);
+                if proto == Proto::V5 {
+                    prop_assert!(o.retain_as_published);
+                    prop_assert_eq!(o.retain_handling, 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_packet_is_refused_before_it_is_buffered() {
+        // PUBLISH with a remaining length of 2 MiB, of which only the header has arrived.
+        let mut buf = BytesMut::from(&[0x30, 0x80, 0x80, 0x80, 0x01][..]);
+        let mut small = Framer::new(1024);
+        let mut c = connect(Proto::V3);
+        small.decode(&mut c).unwrap();
+        assert!(matches!(
+            small.decode(&mut buf),
+            Err(FrameError::Malformed(DecodeError::MaxSizeExceeded { .. }))
+        ));
+    }
+
+    #[test]
+    fn a_first_packet_other_than_connect_is_refused() {
+        let mut f = Framer::new(1024);
+        let mut buf = BytesMut::from(&[0xC0, 0x00][..]); // PINGREQ
+        assert!(matches!(f.decode(&mut buf), Err(FrameError::NotConnect)));
+    }
+}
