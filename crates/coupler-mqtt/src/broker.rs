@@ -63,6 +63,20 @@ impl Config {
     }
 }
 
+/// The inbox of a device: its session's queue. While the device is connected, at most 128
+/// messages wait and a sender waits (up to 2 s) for room rather than losing messages, so a
+/// fast publisher is slowed to the subscriber's pace; while it is offline, the 1 024 newest
+/// messages are kept.
+pub fn device_inbox() -> coupler_router::InboxConfig {
+    coupler_router::InboxConfig {
+        capacity: 1024,
+        when_full: coupler_router::WhenFull::BlockWhileAttached {
+            deadline: Duration::from_secs(2),
+            attached_depth: 128,
+        },
+    }
+}
+
 /// The devices of the deployed group: the only MQTT clients the server accepts.
 #[derive(Debug, Default)]
 pub struct Devices {

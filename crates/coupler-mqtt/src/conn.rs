@@ -262,8 +262,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             .unwrap_or(u16::MAX)
             .min(self.broker.config.max_inflight)
             .max(1) as usize;
+        let inbox = self.broker.router.inbox(&entity);
         let mut live = Live {
-            inbox: self.broker.router.inbox(&entity),
+            _attached: inbox.attach(),
+            inbox,
             entity: entity.clone(),
             session: attached.session,
             kicked: attached.kicked,
@@ -692,6 +694,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
 /// A connection's session state while it runs.
 struct Live {
+    /// Senders wait for this connection rather than drop, while it lives.
+    _attached: coupler_router::Attached,
     entity: Entity,
     inbox: Arc<Inbox>,
     session: tokio::sync::OwnedMutexGuard<Session>,

@@ -16,7 +16,7 @@ pub mod tls;
 
 use std::sync::Arc;
 
-pub use broker::{Broker, CloseReason, Config, Devices, StatsSnapshot};
+pub use broker::{Broker, CloseReason, Config, Devices, StatsSnapshot, device_inbox};
 pub use conn::Peer;
 #[doc(hidden)]
 pub use packet::decode_all;

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -20,6 +21,24 @@ pub enum WhenFull {
     DropNewest,
     /// Wait up to `deadline` for room, then drop the new message.
     Block { deadline: Duration },
+    /// While a consumer is attached (a connected device), hold at most `attached_depth`
+    /// messages and wait up to `deadline` for room, so that a fast sender is slowed to the
+    /// consumer's pace instead of losing messages (a deep queue in front of a live consumer
+    /// only adds latency and memory); then drop the new message. With no consumer (an
+    /// offline device's persistent session), keep up to the capacity, dropping the oldest.
+    BlockWhileAttached {
+        deadline: Duration,
+        attached_depth: usize,
+    },
+}
+
+impl WhenFull {
+    fn deadline(self) -> Option<Duration> {
+        match self {
+            Self::Block { deadline } | Self::BlockWhileAttached { deadline, .. } => Some(deadline),
+            Self::DropOldest | Self::DropNewest => None,
+        }
+    }
 }
 
 /// Capacity and policy of an inbox.
@@ -51,6 +70,11 @@ pub(crate) enum Push {
     MustWait(Message),
 }
 
+/// Room allocated at first; queues grow to their capacity as needed.
+const INITIAL_CAPACITY: usize = 16;
+/// A queue that drains empty with more room than this gives the memory back.
+const SHRINK_ABOVE: usize = 256;
+
 /// A bounded queue of messages for one target.
 #[derive(Debug)]
 pub struct Inbox {
@@ -59,6 +83,20 @@ pub struct Inbox {
     queue: Mutex<Queue>,
     readable: Notify,
     writable: Notify,
+    /// Consumers attached with [`Inbox::attach`].
+    attached: AtomicUsize,
+}
+
+/// Marks a consumer as attached to an inbox until dropped.
+#[derive(Debug)]
+pub struct Attached(Arc<Inbox>);
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.0.attached.fetch_sub(1, Ordering::AcqRel);
+        // Senders waiting for this consumer re-check: without it they drop the oldest.
+        self.0.writable.notify_waiters();
+    }
 }
 
 #[derive(Debug)]
@@ -74,14 +112,28 @@ impl Inbox {
         Arc::new(Self {
             entity,
             config: InboxConfig { capacity, ..config },
-            // Allocated once, so a push never allocates.
+            // Grown on demand (most inboxes stay shallow) and kept once grown, so a push
+            // allocates only when the queue is deeper than it has ever been; see `pop` for
+            // when it shrinks.
             queue: Mutex::new(Queue {
-                messages: VecDeque::with_capacity(capacity),
+                messages: VecDeque::with_capacity(capacity.min(INITIAL_CAPACITY)),
                 delivered: 0,
             }),
             readable: Notify::new(),
             writable: Notify::new(),
+            attached: AtomicUsize::new(0),
         })
+    }
+
+    /// Attach a consumer for as long as the guard lives (see
+    /// [`WhenFull::BlockWhileAttached`]).
+    pub fn attach(self: &Arc<Self>) -> Attached {
+        self.attached.fetch_add(1, Ordering::AcqRel);
+        Attached(self.clone())
+    }
+
+    fn is_attached(&self) -> bool {
+        self.attached.load(Ordering::Acquire) > 0
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -114,11 +166,23 @@ impl Inbox {
         let (outcome, was_empty) = {
             let mut q = self.lock();
             let was_empty = q.messages.is_empty();
-            let outcome = if q.messages.len() < self.config.capacity {
+            let limit = match self.config.when_full {
+                WhenFull::BlockWhileAttached { attached_depth, .. } if self.is_attached() => {
+                    attached_depth.clamp(1, self.config.capacity)
+                }
+                _ => self.config.capacity,
+            };
+            let outcome = if q.messages.len() < limit {
                 q.messages.push_back(msg);
                 Push::Queued
             } else {
-                match self.config.when_full {
+                let when_full = match self.config.when_full {
+                    WhenFull::BlockWhileAttached { .. } if !self.is_attached() => {
+                        WhenFull::DropOldest
+                    }
+                    w => w,
+                };
+                match when_full {
                     WhenFull::DropOldest => {
                         let old = q.messages.pop_front();
                         q.messages.push_back(msg);
@@ -128,7 +192,9 @@ impl Inbox {
                         }
                     }
                     WhenFull::DropNewest => return Push::Rejected(msg),
-                    WhenFull::Block { .. } => return Push::MustWait(msg),
+                    WhenFull::Block { .. } | WhenFull::BlockWhileAttached { .. } => {
+                        return Push::MustWait(msg);
+                    }
                 }
             };
             q.delivered += 1;
@@ -142,13 +208,15 @@ impl Inbox {
         outcome
     }
 
-    /// Wait for room up to the policy's deadline, then queue; gives the message back if the
-    /// deadline passed.
-    pub(crate) async fn push_waiting(&self, mut msg: Message) -> Result<(), Message> {
-        let WhenFull::Block { deadline } = self.config.when_full else {
+    /// Wait for room up to the policy's deadline, then queue. `Ok` carries a message
+    /// pushed out to make room (the consumer detached meanwhile); `Err` gives the message
+    /// back if the deadline passed.
+    pub(crate) async fn push_waiting(&self, mut msg: Message) -> Result<Option<Message>, Message> {
+        let Some(deadline) = self.config.when_full.deadline() else {
             return match self.push(msg) {
                 Push::Rejected(m) | Push::MustWait(m) => Err(m),
-                _ => Ok(()),
+                Push::DisplacedOldest(old) => Ok(Some(old)),
+                Push::Queued => Ok(None),
             };
         };
         let until = tokio::time::Instant::now() + deadline;
@@ -156,12 +224,15 @@ impl Inbox {
             let room = self.writable.notified();
             match self.push(msg) {
                 Push::MustWait(m) => msg = m,
-                _ => return Ok(()),
+                Push::Rejected(m) => return Err(m),
+                Push::DisplacedOldest(old) => return Ok(Some(old)),
+                Push::Queued => return Ok(None),
             }
             if tokio::time::timeout_at(until, room).await.is_err() {
                 return match self.push(msg) {
-                    Push::MustWait(m) => Err(m),
-                    _ => Ok(()),
+                    Push::MustWait(m) | Push::Rejected(m) => Err(m),
+                    Push::DisplacedOldest(old) => Ok(Some(old)),
+                    Push::Queued => Ok(None),
                 };
             }
         }
@@ -177,6 +248,10 @@ impl Inbox {
         let (m, more) = {
             let mut q = self.lock();
             let m = q.messages.pop_front()?;
+            if q.messages.is_empty() && q.messages.capacity() > SHRINK_ABOVE {
+                // A burst is over: give back what it needed.
+                q.messages.shrink_to(INITIAL_CAPACITY);
+            }
             (m, !q.messages.is_empty())
         };
         if self.blocks() {
@@ -187,7 +262,7 @@ impl Inbox {
 
     /// Only a blocking inbox has producers waiting for room.
     fn blocks(&self) -> bool {
-        matches!(self.config.when_full, WhenFull::Block { .. })
+        self.config.when_full.deadline().is_some()
     }
 
     /// Wait for the next message.

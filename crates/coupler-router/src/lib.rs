@@ -39,7 +39,7 @@ mod table;
 #[doc(hidden)]
 pub mod workload;
 
-pub use inbox::{Inbox, InboxConfig, WhenFull};
+pub use inbox::{Attached, Inbox, InboxConfig, WhenFull};
 pub use message::{Message, Qos};
 pub use router::{
     DropCount, DropReason, InboxStats, RouteReport, Router, RouterConfig, RouterStats,

@@ -295,7 +295,16 @@ impl Router {
         }
         for (inbox, m) in waiting {
             match inbox.push_waiting(m).await {
-                Ok(()) => report.delivered += 1,
+                Ok(None) => report.delivered += 1,
+                Ok(Some(old)) => {
+                    report.delivered += 1;
+                    report.dropped += 1;
+                    self.count_drop(
+                        &old,
+                        Some(inbox.entity()),
+                        DropReason::QueueFullDroppedOldest,
+                    );
+                }
                 Err(m) => {
                     report.dropped += 1;
                     self.count_drop(&m, Some(inbox.entity()), DropReason::BlockDeadline);

@@ -45,7 +45,14 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let started = Instant::now();
     let mut child = Command::new(bin)
-        .args(["up", "--api", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "up",
+            "--api",
+            "127.0.0.1:0",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .env("COUPLER_ACCESS_KEY_ID", KEY)
         .env("COUPLER_SECRET_ACCESS_KEY", SECRET)

@@ -225,7 +225,12 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
 
     // The core: a router, the device MQTT server on it, and the agent that applies
     // deployments to both.
-    let router = Arc::new(Router::new(RouterConfig::default()));
+    let mut router_config = RouterConfig::default();
+    router_config.per_kind.insert(
+        coupler_model::EntityKind::Device,
+        coupler_mqtt::device_inbox(),
+    );
+    let router = Arc::new(Router::new(router_config));
     let broker = coupler_mqtt::Broker::new(
         router.clone(),
         coupler_mqtt::Config {
