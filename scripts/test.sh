@@ -44,6 +44,7 @@ if [ -z "${SKIP_BENCH:-}" ]; then
   cargo bench --locked -p coupler-router --bench route -- --quick
   cargo bench --locked -p coupler-api --bench api -- --quick
   cargo bench --locked -p coupler --bench core
+  cargo bench --locked -p coupler --bench mqtt
 fi
 
 log "all checks passed"
