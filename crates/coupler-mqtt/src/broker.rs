@@ -206,6 +206,8 @@ pub struct Stats {
     pub(crate) oversize_drops: AtomicU64,
     /// Messages waiting for a clean-session device that was offline, discarded at connect.
     pub(crate) offline_discards: AtomicU64,
+    /// Messages whose MQTT 5 expiry interval passed before they could be sent.
+    pub(crate) expired_drops: AtomicU64,
     pub(crate) retained_refused: AtomicU64,
     pub(crate) subscribe_refused: AtomicU64,
 }
@@ -221,6 +223,7 @@ pub struct StatsSnapshot {
     pub unsubscribed_drops: u64,
     pub oversize_drops: u64,
     pub offline_discards: u64,
+    pub expired_drops: u64,
     pub retained: u64,
     pub retained_refused: u64,
     pub subscribe_refused: u64,
@@ -247,7 +250,8 @@ struct Slot {
     session: Arc<tokio::sync::Mutex<Session>>,
     /// The live connection: its id and the token that ends it.
     owner: Option<(u64, CancellationToken)>,
-    /// Bumped at every attach, so that a stale expiry or will timer does nothing.
+    /// The id of the connection that attached last, so that a stale expiry or will timer
+    /// sees that the session was resumed since.
     generation: u64,
 }
 
@@ -340,7 +344,7 @@ impl Broker {
             if let Some((_, old)) = slot.owner.replace((conn_id, kicked.clone())) {
                 old.cancel();
             }
-            slot.generation += 1;
+            slot.generation = conn_id;
             slot.session.clone()
         };
         // The old connection releases the session as it ends.
@@ -412,12 +416,13 @@ impl Broker {
         }
     }
 
-    /// Whether `client` has connected again since `generation`.
-    pub(crate) fn generation(&self, client: &Arc<str>) -> Option<(u64, bool)> {
+    /// Whether a connection other than `conn_id` has attached to `client`'s session since
+    /// `conn_id` did.
+    pub(crate) fn resumed_since(&self, client: &Arc<str>, conn_id: u64) -> bool {
         self.slots
             .lock()
             .get(client)
-            .map(|s| (s.generation, s.owner.is_some()))
+            .is_some_and(|s| s.generation != conn_id)
     }
 
     /// Keep (or, with an empty payload, clear) the retained message of a topic.
@@ -478,6 +483,7 @@ impl Broker {
             unsubscribed_drops: load(&s.unsubscribed_drops),
             oversize_drops: load(&s.oversize_drops),
             offline_discards: load(&s.offline_discards),
+            expired_drops: load(&s.expired_drops),
             retained: self.retained.lock().by_topic.len() as u64,
             retained_refused: load(&s.retained_refused),
             subscribe_refused: load(&s.subscribe_refused),

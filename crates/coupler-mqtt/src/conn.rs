@@ -225,7 +225,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         };
         let client: Arc<str> = Arc::from(&*connect.client_id);
-        if let Err((why, text)) = self.authenticate(peer, &client) {
+        let verdict = if connect.auth_method.is_some() {
+            Err((
+                Refusal::BadAuthenticationMethod,
+                "enhanced authentication is not supported",
+            ))
+        } else {
+            self.authenticate(peer, &client)
+        };
+        if let Err((why, text)) = verdict {
             let p = self.proto.connack_refused(why, text);
             self.send(p);
             let _ = self.flush().await;
@@ -300,7 +308,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         drop(session);
         self.broker.detach(&client, &entity, conn_id, Some(expiry));
         if will_on_close && let Some(will) = connect.will {
-            publish_will(&self.broker, client.clone(), entity, will, live.expiry_secs);
+            publish_will(
+                &self.broker,
+                client.clone(),
+                conn_id,
+                entity,
+                will,
+                live.expiry_secs,
+            );
         }
         (Some(client), end)
     }
@@ -394,22 +409,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Resend what a resumed session left unacknowledged, in its original order.
     fn resend(&mut self, live: &mut Live) -> Result<(), End> {
         let outgoing: Vec<Outgoing> = live.session.outgoing.iter().cloned().collect();
+        let now = std::time::Instant::now();
         for o in outgoing {
             let p = match o.stage {
-                Stage::Published => self.proto.publish(Publish {
-                    dup: true,
-                    retain: o.retain,
-                    qos: o.qos,
-                    topic: ByteString::from(o.msg.topic.as_str()),
-                    packet_id: Some(o.packet_id),
-                    payload: o.msg.payload.clone(),
-                    properties: None,
-                }),
+                Stage::Published => {
+                    let publish =
+                        self.publish_of(&o.msg, o.qos, o.retain, Some(o.packet_id), true, now);
+                    self.proto.publish(publish)
+                }
                 Stage::Released => self.proto.pubrel(o.packet_id),
             };
             self.send(p);
         }
         Ok(())
+    }
+
+    /// The PUBLISH that carries `msg` to this client.
+    fn publish_of(
+        &self,
+        msg: &Message,
+        qos: QoS,
+        retain: bool,
+        packet_id: Option<std::num::NonZeroU16>,
+        dup: bool,
+        now: std::time::Instant,
+    ) -> Publish {
+        Publish {
+            dup,
+            retain,
+            qos,
+            topic: ByteString::from(msg.topic.as_str()),
+            packet_id,
+            payload: msg.payload.clone(),
+            properties: match (&msg.properties, self.proto) {
+                (Some(p), Proto::V5) => Some(crate::packet::properties_out(p, now)),
+                _ => None,
+            },
+        }
     }
 
     /// Move waiting messages to the write buffer, within the in-flight quota.
@@ -437,18 +473,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             return;
         };
+        let now = std::time::Instant::now();
+        if msg.expired(now) {
+            bump(&self.broker.stats.expired_drops);
+            return;
+        }
         let qos = to_codec(msg.qos).less_value(granted);
         let retain = retained || (self.proto == Proto::V5 && keep_retain && msg.retain);
         let packet_id = (qos != QoS::AtMostOnce).then(|| live.session.next_packet_id());
-        let p = self.proto.publish(Publish {
-            dup: false,
-            retain,
-            qos,
-            topic: ByteString::from(msg.topic.as_str()),
-            packet_id,
-            payload: msg.payload.clone(),
-            properties: None,
-        });
+        let p = self
+            .proto
+            .publish(self.publish_of(&msg, qos, retain, packet_id, false, now));
         if !self.send(p) {
             bump(&self.broker.stats.oversize_drops);
             return;
@@ -662,9 +697,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 ));
             }
         }
+        let properties = p.properties.as_ref().and_then(|pp| {
+            crate::packet::properties_in(
+                &pp.user_properties,
+                pp.content_type.as_ref(),
+                pp.response_topic.as_ref(),
+                pp.correlation_data.as_ref(),
+                pp.is_utf8_payload,
+                pp.message_expiry_interval,
+            )
+        });
         let msg = Message::new(live.entity.clone(), topic, p.payload)
             .with_qos(from_codec(p.qos))
-            .with_retain(p.retain);
+            .with_retain(p.retain)
+            .with_properties(properties);
         let report = publish(&self.broker, msg).await;
         let reason = if report.matched > 0 {
             AckReason::Success
@@ -722,21 +768,29 @@ async fn publish(broker: &Broker, msg: Message) -> RouteReport {
     report
 }
 
-/// Publish a will: now, or after its delay unless the client has connected again.
-fn publish_will(broker: &Arc<Broker>, client: Arc<str>, entity: Entity, will: Will, expiry: u32) {
+/// Publish a will: now, or after its delay unless the session was resumed meanwhile.
+fn publish_will(
+    broker: &Arc<Broker>,
+    client: Arc<str>,
+    conn_id: u64,
+    entity: Entity,
+    will: Will,
+    expiry: u32,
+) {
     let Ok(topic) = TopicName::parse(&will.topic) else {
         tracing::warn!(client = %client, topic = %will.topic, "will message not published: invalid topic");
         return;
     };
     let msg = Message::new(entity, topic, will.payload)
         .with_qos(from_codec(will.qos))
-        .with_retain(will.retain);
+        .with_retain(will.retain)
+        .with_properties(will.properties);
     let delay = Duration::from_secs(u64::from(will.delay_secs.min(expiry)));
     let broker = Arc::clone(broker);
     tokio::spawn(async move {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
-            if broker.generation(&client).is_some_and(|(_, live)| live) {
+            if broker.resumed_since(&client, conn_id) {
                 return;
             }
         }

@@ -3,9 +3,12 @@
 //! protocol version, so the session logic is written once.
 
 use std::num::NonZeroU16;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
+use coupler_router::Properties;
 use rmqtt_codec::error::{DecodeError, EncodeError};
 use rmqtt_codec::types::{Publish, QoS};
 use rmqtt_codec::version::{ProtocolVersion, VersionCodec};
@@ -28,6 +31,7 @@ pub struct Will {
     pub retain: bool,
     /// MQTT 5's will delay interval.
     pub delay_secs: u32,
+    pub properties: Option<Arc<Properties>>,
 }
 
 /// The parts of CONNECT the session needs.
@@ -43,6 +47,8 @@ pub struct Connect {
     /// The largest packet the client accepts (MQTT 5).
     pub max_packet_size: Option<u32>,
     pub will: Option<Will>,
+    /// MQTT 5 enhanced authentication, which this server does not offer.
+    pub auth_method: Option<ByteString>,
 }
 
 /// Subscription options (3.1.1 has only the QoS).
@@ -83,6 +89,54 @@ pub enum Inbound {
     Unexpected(&'static str),
 }
 
+/// A message's MQTT 5 properties as the router carries them; `None` when there are none.
+pub fn properties_in(
+    user: &v5::UserProperties,
+    content_type: Option<&ByteString>,
+    response_topic: Option<&ByteString>,
+    correlation_data: Option<&Bytes>,
+    payload_utf8: bool,
+    expiry: Option<std::num::NonZeroU32>,
+) -> Option<Arc<Properties>> {
+    let p = Properties {
+        user: user
+            .iter()
+            .map(|(k, v)| (Arc::from(&**k), Arc::from(&**v)))
+            .collect(),
+        content_type: content_type.map(|c| Arc::from(&**c)),
+        response_topic: response_topic.map(|t| Arc::from(&**t)),
+        correlation_data: correlation_data.cloned(),
+        payload_utf8,
+        expires_at: expiry.map(|s| Instant::now() + Duration::from_secs(u64::from(s.get()))),
+    };
+    (p != Properties::default()).then(|| Arc::new(p))
+}
+
+/// The MQTT 5 PUBLISH properties of a message on its way out, with the expiry interval
+/// that is left.
+pub fn properties_out(p: &Properties, now: Instant) -> v5::PublishProperties {
+    v5::PublishProperties {
+        user_properties: p
+            .user
+            .iter()
+            .map(|(k, v)| (ByteString::from(&**k), ByteString::from(&**v)))
+            .collect(),
+        content_type: p.content_type.as_deref().map(ByteString::from),
+        response_topic: p.response_topic.as_deref().map(ByteString::from),
+        correlation_data: p.correlation_data.clone(),
+        is_utf8_payload: p.payload_utf8,
+        message_expiry_interval: p.expires_at.and_then(|t| {
+            let left = t.saturating_duration_since(now);
+            // Whole seconds left, never more than the message has; at least 1, since an
+            // absent interval would mean "never expires".
+            std::num::NonZeroU32::new(
+                u32::try_from(left.as_secs().max(1)).unwrap_or(u32::MAX),
+            )
+        }),
+        ..v5::PublishProperties::default()
+    }
+}
+
 /// Why the server refuses or ends a connection, with the MQTT 5 reason code it sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -92,6 +146,8 @@ pub enum Refusal {
     NotAuthorized,
     /// 0x88 / 3.1.1: server unavailable.
     ServerUnavailable,
+    /// 0x8C / 3.1.1: not authorised.
+    BadAuthenticationMethod,
 }
 
 /// Reasons the server gives in MQTT 5 DISCONNECT.
@@ -217,7 +273,9 @@ fn from_v3(p: v3::Packet) -> Inbound {
                 qos: w.qos,
                 retain: w.retain,
                 delay_secs: 0,
+                properties: None,
             }),
+            auth_method: None,
         })),
         P::Publish(p) => Inbound::Publish(p),
         P::PublishAck { packet_id } => Inbound::PubAck(packet_id),
@@ -276,12 +334,21 @@ fn from_v5(p: v5::Packet) -> Inbound {
                 receive_max: c.receive_max.map(NonZeroU16::get),
                 max_packet_size: c.max_packet_size.map(std::num::NonZeroU32::get),
                 will: c.last_will.map(|w| Will {
+                    properties: properties_in(
+                        &w.user_properties,
+                        w.content_type.as_ref(),
+                        w.response_topic.as_ref(),
+                        w.correlation_data.as_ref(),
+                        w.is_utf8_payload.unwrap_or(false),
+                        w.message_expiry_interval,
+                    ),
                     topic: w.topic,
                     payload: w.message,
                     qos: w.qos,
                     retain: w.retain,
                     delay_secs: w.will_delay_interval_sec.unwrap_or(0),
                 }),
+                auth_method: c.auth_method,
             }))
         }
         P::Publish(p) => Inbound::Publish(p),
@@ -359,7 +426,9 @@ impl Proto {
             Self::V3 => MqttPacket::V3(v3::Packet::ConnectAck(v3::ConnectAck {
                 return_code: match why {
                     Refusal::ClientIdInvalid => v3::ConnectAckReason::IdentifierRejected,
-                    Refusal::NotAuthorized => v3::ConnectAckReason::NotAuthorized,
+                    Refusal::NotAuthorized | Refusal::BadAuthenticationMethod => {
+                        v3::ConnectAckReason::NotAuthorized
+                    }
                     Refusal::ServerUnavailable => v3::ConnectAckReason::ServiceUnavailable,
                 },
                 session_present: false,
@@ -369,6 +438,9 @@ impl Proto {
                     Refusal::ClientIdInvalid => v5::ConnectAckReason::ClientIdentifierNotValid,
                     Refusal::NotAuthorized => v5::ConnectAckReason::NotAuthorized,
                     Refusal::ServerUnavailable => v5::ConnectAckReason::ServerUnavailable,
+                    Refusal::BadAuthenticationMethod => {
+                        v5::ConnectAckReason::BadAuthenticationMethod
+                    }
                 },
                 reason_string: Some(text.into()),
                 ..v5::ConnectAck::default()

@@ -40,7 +40,7 @@ mod table;
 pub mod workload;
 
 pub use inbox::{Attached, Inbox, InboxConfig, WhenFull};
-pub use message::{Message, Qos};
+pub use message::{Message, Properties, Qos};
 pub use router::{
     DropCount, DropReason, InboxStats, RouteReport, Router, RouterConfig, RouterStats,
 };

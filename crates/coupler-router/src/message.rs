@@ -1,3 +1,6 @@
+use std::sync::Arc;
+use std::time::Instant;
+
 use bytes::Bytes;
 use coupler_model::{Entity, TopicName};
 
@@ -11,6 +14,20 @@ pub enum Qos {
     ExactlyOnce,
 }
 
+/// MQTT 5 properties a message carries from its publisher to its subscribers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Properties {
+    /// User properties, in order; a name may repeat.
+    pub user: Vec<(Arc<str>, Arc<str>)>,
+    pub content_type: Option<Arc<str>>,
+    pub response_topic: Option<Arc<str>>,
+    pub correlation_data: Option<Bytes>,
+    /// The payload format indicator: UTF-8 text.
+    pub payload_utf8: bool,
+    /// When the message stops being deliverable (from the message expiry interval).
+    pub expires_at: Option<Instant>,
+}
+
 /// One message on its way through the group.
 ///
 /// Cloning is cheap and never allocates: the source, topic and payload are shared.
@@ -22,6 +39,8 @@ pub struct Message {
     pub qos: Qos,
     /// Published with MQTT's retain flag.
     pub retain: bool,
+    /// MQTT 5 properties, shared; `None` for most messages.
+    pub properties: Option<Arc<Properties>>,
 }
 
 impl Message {
@@ -33,7 +52,22 @@ impl Message {
             payload: payload.into(),
             qos: Qos::AtMostOnce,
             retain: false,
+            properties: None,
         }
+    }
+
+    #[must_use]
+    pub fn with_properties(mut self, properties: Option<Arc<Properties>>) -> Self {
+        self.properties = properties;
+        self
+    }
+
+    /// Whether the message's expiry interval has passed.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.properties
+            .as_ref()
+            .and_then(|p| p.expires_at)
+            .is_some_and(|t| t <= now)
     }
 
     #[must_use]

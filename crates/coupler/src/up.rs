@@ -523,7 +523,7 @@ fn metrics_text(router: &Router, agent: &Agent) -> String {
 
 /// The MQTT server's counters in the Prometheus text format.
 fn mqtt_metrics(out: &mut String, s: &coupler_mqtt::StatsSnapshot) {
-    let plain: [(&str, &str, &str, u64); 10] = [
+    let plain: [(&str, &str, &str, u64); 11] = [
         (
             "coupler_mqtt_connections",
             "gauge",
@@ -571,6 +571,12 @@ fn mqtt_metrics(out: &mut String, s: &coupler_mqtt::StatsSnapshot) {
             "counter",
             "Messages queued for a clean-session device while offline, discarded when it connected.",
             s.offline_discards,
+        ),
+        (
+            "coupler_mqtt_expired_drops_total",
+            "counter",
+            "Messages whose MQTT 5 expiry interval passed before they could be sent.",
+            s.expired_drops,
         ),
         (
             "coupler_mqtt_retained_messages",
