@@ -131,6 +131,8 @@ class Server:
     log_path: Path
     proc: subprocess.Popen | None = None
     url: str = ""
+    mqtt_tls_port: int = 0  # the device MQTT server over TLS (`--mqtt 127.0.0.1:0`)
+    mqtt_plain_port: int = 0  # and over plain TCP (`--mqtt-plain 127.0.0.1:0`)
     credentials_note: str = ""  # what `coupler up` says of its key: "DIR/credentials (access key ...)"
     stdout_lines: list[str] = field(default_factory=list)
 
@@ -144,7 +146,8 @@ class Server:
         self.url = ""
         self.credentials_note = ""
         log = open(self.log_path, "ab")
-        cmd = [str(binary), "up", "--api", "127.0.0.1:0", "--data-dir", str(self.data_dir)]
+        cmd = [str(binary), "up", "--api", "127.0.0.1:0", "--data-dir", str(self.data_dir),
+               "--mqtt", "127.0.0.1:0", "--mqtt-plain", "127.0.0.1:0"]
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env
         )
@@ -184,10 +187,17 @@ class Server:
             m = re.search(r"control-plane API\s+(http://\S+)", line)
             if m:
                 self.url = m.group(1).rstrip("/")
+            m = re.search(r"device MQTT \(TLS\)\s+mqtts://127\.0\.0\.1:(\d+)", line)
+            if m:
+                self.mqtt_tls_port = int(m.group(1))
+            m = re.search(r"device MQTT plain\s+mqtt://127\.0\.0\.1:(\d+)", line)
+            if m:
+                self.mqtt_plain_port = int(m.group(1))
             m = re.search(r"^\s*credentials\s+(.*)$", line)
             if m:
                 self.credentials_note = m.group(1)
-            if self.url and self.credentials_note:
+            # The MQTT lines come before this one.
+            if self.url and self.credentials_note and "health / metrics" in line:
                 break
         if self not in _SERVERS:
             _SERVERS.append(self)

@@ -547,7 +547,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 let p = self.proto.pubcomp(id, found.is_some());
                 self.send(p);
             }
-            Inbound::Subscribe { packet_id, filters } => {
+            Inbound::Subscribe { with_id: true, .. } => {
+                // CONNACK said they are not available [MQTT-3.8.2-1].
+                return Some(End::tell(
+                    CloseReason::ProtocolError,
+                    DisconnectReason::SubscriptionIdentifiersNotSupported,
+                    "subscription identifier in SUBSCRIBE",
+                ));
+            }
+            Inbound::Subscribe {
+                packet_id, filters, ..
+            } => {
                 let mut results = Vec::with_capacity(filters.len());
                 for (raw, opts) in filters {
                     results.push(self.subscribe(live, &raw, opts));

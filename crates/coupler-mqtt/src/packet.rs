@@ -74,6 +74,8 @@ pub enum Inbound {
     Subscribe {
         packet_id: NonZeroU16,
         filters: Vec<(ByteString, SubOptions)>,
+        /// MQTT 5 subscription identifier, which this server does not offer.
+        with_id: bool,
     },
     Unsubscribe {
         packet_id: NonZeroU16,
@@ -129,9 +131,7 @@ pub fn properties_out(p: &Properties, now: Instant) -> v5::PublishProperties {
             let left = t.saturating_duration_since(now);
             // Whole seconds left, never more than the message has; at least 1, since an
             // absent interval would mean "never expires".
-            std::num::NonZeroU32::new(
-                u32::try_from(left.as_secs().max(1)).unwrap_or(u32::MAX),
-            )
+            std::num::NonZeroU32::new(u32::try_from(left.as_secs().max(1)).unwrap_or(u32::MAX))
         }),
         ..v5::PublishProperties::default()
     }
@@ -162,6 +162,7 @@ pub enum DisconnectReason {
     PacketTooLarge,
     TopicAliasInvalid,
     ServerShuttingDown,
+    SubscriptionIdentifiersNotSupported,
 }
 
 /// Reason of a PUBACK/PUBREC.
@@ -287,6 +288,7 @@ fn from_v3(p: v3::Packet) -> Inbound {
             topic_filters,
         } => Inbound::Subscribe {
             packet_id,
+            with_id: false,
             filters: topic_filters
                 .into_iter()
                 .map(|(f, qos)| {
@@ -358,6 +360,7 @@ fn from_v5(p: v5::Packet) -> Inbound {
         P::PublishComplete(a) => Inbound::PubComp(a.packet_id),
         P::Subscribe(s) => Inbound::Subscribe {
             packet_id: s.packet_id,
+            with_id: s.id.is_some(),
             filters: s
                 .topic_filters
                 .into_iter()
@@ -593,6 +596,9 @@ impl Proto {
             DisconnectReason::PacketTooLarge => C::PacketTooLarge,
             DisconnectReason::TopicAliasInvalid => C::TopicAliasInvalid,
             DisconnectReason::ServerShuttingDown => C::ServerShuttingDown,
+            DisconnectReason::SubscriptionIdentifiersNotSupported => {
+                C::SubscriptionIdentifiersNotSupported
+            }
         };
         match self {
             Self::V3 => None,
@@ -762,7 +768,7 @@ mod tests {
                     })).collect(),
                 }), &mut buf).unwrap(),
             }
-            let Some(Inbound::Subscribe { packet_id, filters: got }) = framer.decode(&mut buf).unwrap() else {
+            let Some(Inbound::Subscribe { packet_id, filters: got, .. }) = framer.decode(&mut buf).unwrap() else {
                 panic!("not a SUBSCRIBE");
             };
             prop_assert_eq!(packet_id, id);
