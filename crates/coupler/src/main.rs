@@ -9,6 +9,7 @@ mod connectors;
 mod deploy;
 mod embedded;
 mod logs;
+mod malloc;
 mod mqtt;
 mod status;
 mod up;
@@ -63,6 +64,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    malloc::single_arena();
     let cli = Cli::parse();
     match cli.command {
         Command::Validate(args) => validate::run(&args),
