@@ -12,6 +12,8 @@ apt_missing=()
 command -v openssl >/dev/null 2>&1 || apt_missing+=(openssl)
 command -v mosquitto_pub >/dev/null 2>&1 || apt_missing+=(mosquitto-clients)
 [ -x /usr/sbin/mosquitto ] || apt_missing+=(mosquitto)
+# socat makes the pseudo-terminal pairs the serial connectors are tested on.
+command -v socat >/dev/null 2>&1 || apt_missing+=(socat)
 if [ "${#apt_missing[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}"

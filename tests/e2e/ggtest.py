@@ -133,6 +133,7 @@ class Server:
     url: str = ""
     mqtt_tls_port: int = 0  # the device MQTT server over TLS (`--mqtt 127.0.0.1:0`)
     mqtt_plain_port: int = 0  # and over plain TCP (`--mqtt-plain 127.0.0.1:0`)
+    extra_args: list[str] = field(default_factory=list)  # more `coupler up` flags
     credentials_note: str = ""  # what `coupler up` says of its key: "DIR/credentials (access key ...)"
     stdout_lines: list[str] = field(default_factory=list)
 
@@ -147,7 +148,7 @@ class Server:
         self.credentials_note = ""
         log = open(self.log_path, "ab")
         cmd = [str(binary), "up", "--api", "127.0.0.1:0", "--data-dir", str(self.data_dir),
-               "--mqtt", "127.0.0.1:0", "--mqtt-plain", "127.0.0.1:0"]
+               "--mqtt", "127.0.0.1:0", "--mqtt-plain", "127.0.0.1:0", *self.extra_args]
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env
         )
@@ -313,10 +314,12 @@ def _record(client) -> None:
     client.meta.events.register("after-call.greengrass", after_call)
 
 
-def start_server(base: Path) -> Server:
-    """A new server on `base/data` (created on first start), logging to `base/coupler.log`."""
+def start_server(base: Path, *extra_args: str) -> Server:
+    """A new server on `base/data` (created on first start), logging to `base/coupler.log`,
+    with `extra_args` added to `coupler up`."""
     base.mkdir(parents=True, exist_ok=True)
-    return Server(data_dir=base / "data", log_path=base / "coupler.log").start()
+    return Server(data_dir=base / "data", log_path=base / "coupler.log",
+                  extra_args=list(extra_args)).start()
 
 
 # ---- the AWS CLI ------------------------------------------------------------------------------

@@ -103,6 +103,27 @@ pub struct Agent {
     /// The core's log, which takes its level and space from the deployed group.
     system_log: Option<Arc<SystemLog>>,
     on_activate: Option<Box<OnActivate>>,
+    units: Option<Arc<dyn Units>>,
+}
+
+/// The units of a group (connectors now; functions later) as the agent starts and stops
+/// them. Two phases, so that a group whose units cannot start leaves the running one alone.
+pub trait Units: Send + Sync {
+    /// Check and build every unit of `group` without starting any; the reasons, each with
+    /// an error code, if some cannot start.
+    fn prepare(
+        &self,
+        group_id: &str,
+        group: &ValidatedGroup,
+    ) -> Result<Box<dyn PreparedUnits>, Vec<(String, String)>>;
+
+    /// Stop every unit (a reset deployment).
+    fn stop_all(&self);
+}
+
+/// Units built by [`Units::prepare`], started by `commit` in place of the running ones.
+pub trait PreparedUnits: Send {
+    fn commit(self: Box<Self>);
 }
 
 /// Told of every group the agent makes active, and of a reset (`None`), after the routing
@@ -133,6 +154,7 @@ impl Agent {
             active: Mutex::new(None),
             system_log: None,
             on_activate: None,
+            units: None,
         }
     }
 
@@ -148,6 +170,38 @@ impl Agent {
     pub fn on_activate(mut self, f: Box<OnActivate>) -> Self {
         self.on_activate = Some(f);
         self
+    }
+
+    /// Start and stop the group's units with `units`.
+    #[must_use]
+    pub fn with_units(mut self, units: Arc<dyn Units>) -> Self {
+        self.units = Some(units);
+        self
+    }
+
+    /// Build the units of `group`; `Ok(None)` when this agent runs none.
+    fn prepare_units(
+        &self,
+        group_id: &str,
+        group: &ValidatedGroup,
+    ) -> Result<Option<Box<dyn PreparedUnits>>, Report> {
+        let Some(units) = &self.units else {
+            return Ok(None);
+        };
+        units
+            .prepare(group_id, group)
+            .map(Some)
+            .map_err(|reasons| Report {
+                status: Status::Failure,
+                error_message: Some(
+                    reasons
+                        .iter()
+                        .map(|(_, m)| m.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+                error_details: reasons,
+            })
     }
 
     /// Everything beside the routing table that follows the active group.
@@ -174,7 +228,19 @@ impl Agent {
             deployment: active.deployment_id.clone(),
             problems: r.error_message.unwrap_or_default(),
         })?;
+        // A unit that cannot start now (a serial port gone after a reboot) must not keep the
+        // core down: the group's routes serve, and the reason is logged.
+        let prepared = match self.prepare_units(&active.group_id, &group) {
+            Ok(p) => p,
+            Err(r) => {
+                tracing::error!(group = %active.group_id, reason = r.error_message.as_deref().unwrap_or(""), "the restored group's units cannot start");
+                None
+            }
+        };
         self.router.install(RoutingTable::compile(&group.routes));
+        if let Some(p) = prepared {
+            p.commit();
+        }
         self.activated(Some((&active.group_id, &group)));
         *self.active.lock() = Some(active.clone());
         tracing::info!(group = %active.group_id, deployment = %active.deployment_id, "active deployment restored");
@@ -273,6 +339,10 @@ impl Agent {
             Ok(g) => g,
             Err(report) => return report,
         };
+        let prepared = match self.prepare_units(&pending.group_id, &group) {
+            Ok(p) => p,
+            Err(report) => return report,
+        };
         let table = RoutingTable::compile(&group.routes);
         let active = Active {
             group_id: pending.group_id.clone(),
@@ -289,6 +359,9 @@ impl Agent {
             };
         }
         self.router.install(table);
+        if let Some(p) = prepared {
+            p.commit();
+        }
         self.activated(Some((&pending.group_id, &group)));
         *self.active.lock() = Some(active);
         Report::success()
@@ -303,6 +376,9 @@ impl Agent {
             };
         }
         self.router.install(RoutingTable::default());
+        if let Some(units) = &self.units {
+            units.stop_all();
+        }
         self.activated(None);
         *self.active.lock() = None;
         Report::success()

@@ -10,4 +10,6 @@ pub mod active;
 pub mod agent;
 pub mod logs;
 
-pub use agent::{Agent, ControlPlane, OnActivate, Pending, PendingKind, Report, Status};
+pub use agent::{
+    Agent, ControlPlane, OnActivate, Pending, PendingKind, PreparedUnits, Report, Status, Units,
+};

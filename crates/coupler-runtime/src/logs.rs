@@ -66,6 +66,23 @@ impl SystemLog {
         data_dir.join("ggc/var/log/system/runtime.log")
     }
 
+    /// A log at `path` (a connector's or function's own), INFO and 128 KB until configured.
+    pub fn at(path: PathBuf) -> Self {
+        Self {
+            path,
+            level: AtomicU8::new(rank(&Level::INFO)),
+            space_bytes: AtomicU64::new(DEFAULT_SPACE_KB * 1024),
+            file: Mutex::new(None),
+        }
+    }
+
+    /// Write one line at `level`, if the configured level lets it through.
+    pub fn log(&self, level: Level, message: &str) {
+        if rank(&level) <= self.level.load(Ordering::Relaxed) {
+            self.write_line(&line(&level, message, serde_json::Map::new()));
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -176,23 +193,28 @@ impl SystemLog {
         }
         let mut fields = Fields::default();
         event.record(&mut fields);
-        let now = time::OffsetDateTime::now_utc();
-        let mut line = format!(
-            "[{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z][{}]-{}",
-            now.year(),
-            u8::from(now.month()),
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second(),
-            now.millisecond(),
-            greengrass_level(level),
-            fields.message
-        );
-        if !fields.rest.is_empty() {
-            let _ = write!(line, "\t{}", serde_json::Value::Object(fields.rest));
-        }
-        line.push('\n');
-        self.write_line(&line);
+        self.write_line(&line(level, &fields.message, fields.rest));
     }
+}
+
+/// One line in Greengrass's format: `[2026-11-26T13:50:00.123Z][INFO]-message\t{fields}`.
+fn line(level: &Level, message: &str, rest: serde_json::Map<String, serde_json::Value>) -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let mut line = format!(
+        "[{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z][{}]-{}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.millisecond(),
+        greengrass_level(level),
+        message
+    );
+    if !rest.is_empty() {
+        let _ = write!(line, "\t{}", serde_json::Value::Object(rest));
+    }
+    line.push('\n');
+    line
 }

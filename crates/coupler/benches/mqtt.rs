@@ -435,6 +435,42 @@ async fn scenario(
     }
 }
 
+/// RSS growth (kB) for 200 idle TLS connections, and for a subscriber that never reads
+/// while a publisher floods it for 3 s.
+async fn bounds(target: &Target, tls: &Tls) -> (f64, f64) {
+    let before = rss_kb(target.pid) as f64;
+    let mut idle = Vec::new();
+    for i in 0..FAN {
+        for role in ["pub", "sub"] {
+            idle.push(Conn::open(target.tls, Some(tls), &format!("{role}-{i}")).await);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let idle_growth = rss_kb(target.pid) as f64 - before;
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kb(target.pid) as f64;
+    let mut slow = Conn::open(target.plain, None, "sub-0").await;
+    slow.subscribe("bench/one", QoS::AtMostOnce).await;
+    let flood = Conn::open(target.plain, None, "pub-0").await;
+    let base = Instant::now();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(3),
+        publisher(
+            flood,
+            "bench/one".into(),
+            QoS::AtMostOnce,
+            10_000_000,
+            None,
+            base,
+        ),
+    )
+    .await;
+    let slow_growth = rss_kb(target.pid) as f64 - before;
+    drop(slow);
+    (idle_growth, slow_growth)
+}
+
 fn start_coupler(dir: &Path) -> (Child, String, SocketAddr, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_coupler"))
         .args([
@@ -744,6 +780,21 @@ fn main() {
                     ));
                 }
             }
+        }
+    }
+    if only.is_empty() {
+        println!(
+            "\nbounds: RSS growth (MB) for 200 idle TLS connections, and for a subscriber that stops reading while a publisher floods it for 3 s"
+        );
+        for t in &targets {
+            let (idle, slow) = rt.block_on(bounds(t, &tls));
+            println!(
+                "  {:<10} idle: +{:.1} MB ({:.0} kB per connection)   slow subscriber: +{:.1} MB",
+                t.name,
+                idle / 1024.0,
+                idle / 200.0,
+                slow / 1024.0
+            );
         }
     }
     if !ratios.is_empty() {

@@ -5,17 +5,13 @@ use std::process::ExitCode;
 use coupler_model::catalog::{Catalog, ConnectorEntry, ConnectorVersion};
 use serde::Serialize;
 
-/// Connectors this build of Coupler can run, by ARN name and version.
-///
-/// Every other catalog entry is valid in a group but is reported as not runnable, never
-/// pretended. Each connector issue adds its entry here.
-const RUNNABLE: &[(&str, u32)] = &[];
-
+/// Whether this build runs a connector (the registry of `coupler-connectors`); every other
+/// catalog entry is valid in a group but is reported as not runnable, never pretended.
 pub fn is_runnable(name: &str, version: u32) -> bool {
     let canonical = Catalog::builtin()
         .entry(name)
         .map_or(name, |e| e.name.as_str());
-    RUNNABLE.contains(&(canonical, version))
+    coupler_connectors::registry::is_runnable(canonical, version)
 }
 
 #[derive(Debug, clap::Subcommand)]

@@ -53,6 +53,11 @@ pub struct Args {
     /// Let deployed functions run as root (Greengrass `runtime.allowFunctionsToRunAsRoot`).
     #[arg(long)]
     allow_functions_to_run_as_root: bool,
+    /// Run connectors whose mode is GreengrassContainer (all the container-only ones, such
+    /// as Serial Stream) without isolation. This core cannot isolate units yet; without this
+    /// flag, deployments of such connectors fail and say so.
+    #[arg(long)]
+    allow_uncontained_connectors: bool,
     #[command(flatten)]
     mqtt: crate::mqtt::MqttArgs,
 }
@@ -252,7 +257,15 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
         .on_activate({
             let mqtt_core = mqtt_core.clone();
             Box::new(move |group| mqtt_core.activate(group))
-        }),
+        })
+        .with_units(Arc::new(coupler_connectors::host::Host::new(
+            router.clone(),
+            coupler_connectors::host::HostConfig {
+                log_dir: dir.join(format!("ggc/var/log/user/{}/aws", args.region)),
+                region: args.region.clone(),
+                allow_uncontained: args.allow_uncontained_connectors,
+            },
+        ))),
     );
     let active = agent.restore().map_err(|e| e.to_string())?;
 

@@ -1,0 +1,218 @@
+//! What a running connector is given: its parameters, its inbox, a way to publish, the
+//! group resources its parameters name, its log, and a cancellation token.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use coupler_model::topic::TopicError;
+use coupler_model::{Entity, TopicName};
+use coupler_router::{Inbox, InboxConfig, Message, RouteReport, Router};
+use coupler_runtime::logs::SystemLog;
+use tokio_util::sync::CancellationToken;
+use tracing::Level;
+
+/// A local resource of the group, as a connector's `*-ResourceId` parameter names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalResource {
+    /// A device file (`LocalDeviceResourceData`).
+    Device { source_path: PathBuf },
+    /// A directory (`LocalVolumeResourceData`).
+    Volume {
+        source_path: PathBuf,
+        destination_path: PathBuf,
+    },
+}
+
+/// Where a connector's messages go: the router, or a test's channel.
+#[derive(Debug, Clone)]
+enum Outlet {
+    Router(Arc<Router>),
+    Test(tokio::sync::mpsc::Sender<Message>),
+}
+
+#[derive(Debug)]
+struct Inner {
+    id: String,
+    name: &'static str,
+    version: u32,
+    entity: Entity,
+    parameters: BTreeMap<String, String>,
+    resources: BTreeMap<String, LocalResource>,
+    core_thing: String,
+    region: String,
+    inbox: Arc<Inbox>,
+    outlet: Outlet,
+    log: Arc<SystemLog>,
+    cancel: CancellationToken,
+    /// Messages refused with an error reply.
+    rejected: AtomicU64,
+}
+
+/// A running connector's view of the core. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Context {
+    inner: Arc<Inner>,
+}
+
+/// Everything a [`Context`] is made of.
+#[derive(Debug)]
+pub struct Parts {
+    pub id: String,
+    pub name: &'static str,
+    pub version: u32,
+    /// The connector's versioned ARN, its Source and Target in subscriptions.
+    pub entity: Entity,
+    /// Validated, with documented defaults filled in.
+    pub parameters: BTreeMap<String, String>,
+    /// Only the resources that its `*-ResourceId` parameters name, keyed by parameter.
+    pub resources: BTreeMap<String, LocalResource>,
+    pub core_thing: String,
+    pub region: String,
+    pub log: Arc<SystemLog>,
+    pub cancel: CancellationToken,
+}
+
+/// The other end of a [`Context::for_test`]: put messages in, see what it published.
+#[derive(Debug)]
+pub struct TestHandle {
+    pub inbox: Arc<Inbox>,
+    pub published: tokio::sync::mpsc::Receiver<Message>,
+    pub cancel: CancellationToken,
+}
+
+impl Context {
+    /// A context on the core's router.
+    pub fn new(parts: Parts, router: Arc<Router>) -> Self {
+        let inbox = router.inbox(&parts.entity);
+        Self::build(parts, inbox, Outlet::Router(router))
+    }
+
+    /// A context for testing a connector alone: its publishes go to `published`.
+    pub fn for_test(parts: Parts) -> (Self, TestHandle) {
+        let router = Router::new(coupler_router::RouterConfig {
+            default_inbox: InboxConfig::default(),
+            ..Default::default()
+        });
+        let inbox = router.inbox(&parts.entity);
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let cancel = parts.cancel.clone();
+        let ctx = Self::build(parts, inbox.clone(), Outlet::Test(tx));
+        (
+            ctx,
+            TestHandle {
+                inbox,
+                published: rx,
+                cancel,
+            },
+        )
+    }
+
+    fn build(p: Parts, inbox: Arc<Inbox>, outlet: Outlet) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                id: p.id,
+                name: p.name,
+                version: p.version,
+                entity: p.entity,
+                parameters: p.parameters,
+                resources: p.resources,
+                core_thing: p.core_thing,
+                region: p.region,
+                inbox,
+                outlet,
+                log: p.log,
+                cancel: p.cancel,
+                rejected: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The connector's id in its definition.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.inner.name
+    }
+
+    pub fn version(&self) -> u32 {
+        self.inner.version
+    }
+
+    pub fn entity(&self) -> &Entity {
+        &self.inner.entity
+    }
+
+    /// A parameter's value (defaults filled in by validation).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.inner.parameters.get(name).map(String::as_str)
+    }
+
+    /// The resource a `*-ResourceId` parameter names.
+    pub fn resource(&self, parameter: &str) -> Option<&LocalResource> {
+        self.inner.resources.get(parameter)
+    }
+
+    pub fn core_thing(&self) -> &str {
+        &self.inner.core_thing
+    }
+
+    pub fn region(&self) -> &str {
+        &self.inner.region
+    }
+
+    pub fn cancel(&self) -> &CancellationToken {
+        &self.inner.cancel
+    }
+
+    /// The next message routed to this connector; `None` once it is being stopped.
+    pub async fn recv(&self) -> Option<Message> {
+        tokio::select! {
+            biased;
+            () = self.inner.cancel.cancelled() => None,
+            m = self.inner.inbox.recv() => Some(m),
+        }
+    }
+
+    /// Publish with this connector as Source: the message goes along the group's
+    /// subscriptions.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<RouteReport, TopicError> {
+        let msg = Message::new(self.inner.entity.clone(), TopicName::parse(topic)?, payload);
+        Ok(match &self.inner.outlet {
+            Outlet::Router(r) => r.route(msg).await,
+            Outlet::Test(tx) => {
+                let delivered = usize::from(tx.send(msg).await.is_ok());
+                RouteReport {
+                    matched: 1,
+                    delivered,
+                    dropped: 1 - delivered,
+                }
+            }
+        })
+    }
+
+    /// Count a message refused with an error reply, and log why.
+    pub fn rejected(&self, why: &str) {
+        self.inner.rejected.fetch_add(1, Ordering::Relaxed);
+        self.log(Level::WARN, &format!("request refused: {why}"));
+    }
+
+    /// Messages refused so far.
+    pub fn rejected_count(&self) -> u64 {
+        self.inner.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Write to the connector's own log file (and the core's log at DEBUG).
+    pub fn log(&self, level: Level, message: &str) {
+        self.inner.log.log(level, message);
+        tracing::debug!(connector = %self.inner.id, "{message}");
+    }
+}

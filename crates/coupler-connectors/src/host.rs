@@ -1,0 +1,320 @@
+//! Runs a group's connectors: builds them at deployment (a failure fails the deployment and
+//! names the connector), supervises them (a crash is restarted with backoff) and stops them
+//! gracefully within a deadline.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coupler_model::api::IsolationMode;
+use coupler_model::validate::{ConnectorSpec, ValidatedGroup};
+use coupler_model::{Entity, api};
+use coupler_router::Router;
+use coupler_runtime::logs::SystemLog;
+use coupler_runtime::{PreparedUnits, Units};
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Level;
+
+use crate::context::{Context, LocalResource, Parts};
+use crate::{Connector, Kind, registry};
+
+/// How long a connector has to stop before it is aborted.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(5);
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Settings of the connector host.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Where connector logs go: `<data>/ggc/var/log/user/<region>/aws/`.
+    pub log_dir: PathBuf,
+    pub region: String,
+    /// Run connectors whose mode is GreengrassContainer without isolation. Only by the
+    /// operator's explicit choice: this core cannot isolate yet.
+    pub allow_uncontained: bool,
+}
+
+struct Running {
+    id: String,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// The connectors of the active group.
+pub struct Host {
+    router: Arc<Router>,
+    config: HostConfig,
+    running: Arc<Mutex<Vec<Running>>>,
+    /// The stop-then-start of the last commit, so that commits apply in order.
+    switching: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    pub fn new(router: Arc<Router>, config: HostConfig) -> Self {
+        Self {
+            router,
+            config,
+            running: Arc::new(Mutex::new(Vec::new())),
+            switching: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// Ids of the connectors running now.
+    pub fn running(&self) -> Vec<String> {
+        self.running.lock().iter().map(|r| r.id.clone()).collect()
+    }
+
+    fn resources(
+        c: &ConnectorSpec,
+        group: &ValidatedGroup,
+    ) -> Result<BTreeMap<String, LocalResource>, String> {
+        let mut out = BTreeMap::new();
+        for (param, value) in &c.parameters {
+            if !param.ends_with("-ResourceId") {
+                continue;
+            }
+            let Some(r) = group.resources.iter().find(|r| &r.id == value) else {
+                return Err(format!("{param}: resource {value:?} is not in the group"));
+            };
+            let data = &r.resource_data_container;
+            let resource = if let Some(api::LocalDeviceResourceData {
+                source_path: Some(s),
+                ..
+            }) = &data.local_device_resource_data
+            {
+                LocalResource::Device {
+                    source_path: s.into(),
+                }
+            } else if let Some(api::LocalVolumeResourceData {
+                source_path: Some(s),
+                destination_path: Some(d),
+                ..
+            }) = &data.local_volume_resource_data
+            {
+                LocalResource::Volume {
+                    source_path: s.into(),
+                    destination_path: d.into(),
+                }
+            } else {
+                // Secrets and models arrive with their issues.
+                continue;
+            };
+            out.insert(param.clone(), resource);
+        }
+        Ok(out)
+    }
+
+    fn build(
+        &self,
+        c: &ConnectorSpec,
+        group: &ValidatedGroup,
+        cancel: CancellationToken,
+    ) -> Result<Unit, (String, String)> {
+        let (name, version) = (c.arn.connector_name(), c.arn.version());
+        let Some(kind) = registry::kind(name, version) else {
+            return Err((
+                "UnsupportedConnector".into(),
+                format!(
+                    "connector {} ({name} version {version}) cannot run on this core yet",
+                    c.id
+                ),
+            ));
+        };
+        if c.isolation == IsolationMode::GreengrassContainer && !self.config.allow_uncontained {
+            return Err((
+                "IsolationUnavailable".into(),
+                format!(
+                    "connector {} ({name} version {version}) runs in GreengrassContainer mode, and this core cannot isolate units yet; set its IsolationMode parameter to NoContainer where the connector has one, or start coupler up with --allow-uncontained-connectors to run it without isolation",
+                    c.id
+                ),
+            ));
+        }
+        let resources = Self::resources(c, group).map_err(|m| {
+            (
+                "ConnectorStartFailed".into(),
+                format!("connector {}: {m}", c.id),
+            )
+        })?;
+        let log = Arc::new(SystemLog::at(
+            self.config.log_dir.join(format!("{}.log", kind.name)),
+        ));
+        let parts = Parts {
+            id: c.id.clone(),
+            name: kind.name,
+            version,
+            entity: Entity::connector(c.arn.as_str()),
+            parameters: c.parameters.clone(),
+            resources,
+            core_thing: group.core.thing.thing_name().to_owned(),
+            region: self.config.region.clone(),
+            log,
+            cancel,
+        };
+        let ctx = Context::new(parts, self.router.clone());
+        let connector = (kind.build)(&ctx).map_err(|m| {
+            (
+                "ConnectorStartFailed".into(),
+                format!("connector {} ({name} version {version}): {m}", c.id),
+            )
+        })?;
+        Ok((kind, ctx, connector))
+    }
+}
+
+/// A built connector: its kind (to build it again after a crash), context and instance.
+type Unit = (&'static Kind, Context, Box<dyn Connector>);
+
+struct Prepared {
+    units: Vec<Unit>,
+    running: Arc<Mutex<Vec<Running>>>,
+    switching: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Units for Host {
+    fn prepare(
+        &self,
+        _group_id: &str,
+        group: &ValidatedGroup,
+    ) -> Result<Box<dyn PreparedUnits>, Vec<(String, String)>> {
+        let mut units = Vec::new();
+        let mut problems = Vec::new();
+        for c in &group.connectors {
+            match self.build(c, group, CancellationToken::new()) {
+                Ok(u) => units.push(u),
+                Err(p) => problems.push(p),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Box::new(Prepared {
+            units,
+            running: self.running.clone(),
+            switching: self.switching.clone(),
+        }))
+    }
+
+    fn stop_all(&self) {
+        Prepared {
+            units: Vec::new(),
+            running: self.running.clone(),
+            switching: self.switching.clone(),
+        }
+        .switch();
+    }
+}
+
+impl PreparedUnits for Prepared {
+    fn commit(self: Box<Self>) {
+        self.switch();
+    }
+}
+
+impl Prepared {
+    /// Stop the running connectors (each within the deadline), then start these, in a
+    /// task: a port the old instance holds is free before the new one opens it. Switches
+    /// run one after another, each taking what the one before started.
+    fn switch(self) {
+        let Prepared {
+            units,
+            running,
+            switching,
+        } = self;
+        tokio::spawn(async move {
+            let _order = switching.lock().await;
+            let old = std::mem::take(&mut *running.lock());
+            for r in &old {
+                r.cancel.cancel();
+            }
+            for r in old {
+                stop(r).await;
+            }
+            let mut list = running.lock();
+            for (kind, ctx, connector) in units {
+                list.push(Running {
+                    id: ctx.id().to_owned(),
+                    cancel: ctx.cancel().clone(),
+                    task: tokio::spawn(supervise(kind, ctx, connector)),
+                });
+            }
+        });
+    }
+}
+
+async fn stop(r: Running) {
+    let mut task = r.task;
+    if tokio::time::timeout(STOP_DEADLINE, &mut task)
+        .await
+        .is_err()
+    {
+        tracing::warn!(connector = %r.id, "connector did not stop within {STOP_DEADLINE:?}; aborted");
+        task.abort();
+    }
+}
+
+/// Run a connector; restart it with backoff when it crashes or ends, until cancelled.
+async fn supervise(kind: &'static Kind, ctx: Context, first: Box<dyn Connector>) {
+    let mut next = Some(first);
+    let mut backoff = FIRST_BACKOFF;
+    ctx.log(
+        Level::INFO,
+        &format!("{} version {} starting", kind.name, ctx.version()),
+    );
+    loop {
+        let connector = match next.take() {
+            Some(c) => c,
+            None => match (kind.build)(&ctx) {
+                Ok(c) => c,
+                Err(e) => {
+                    ctx.log(Level::ERROR, &format!("cannot start again: {e}"));
+                    tracing::error!(connector = %ctx.id(), error = %e, "connector cannot start again");
+                    if !pause(&ctx, &mut backoff).await {
+                        return;
+                    }
+                    continue;
+                }
+            },
+        };
+        let started = tokio::time::Instant::now();
+        // Its own task, so that a panic is caught here and not in the core.
+        let outcome = tokio::spawn(connector.run(ctx.clone())).await;
+        if ctx.cancel().is_cancelled() {
+            ctx.log(Level::INFO, "stopped");
+            return;
+        }
+        let why = match outcome {
+            Ok(Ok(())) => "ended".to_owned(),
+            Ok(Err(e)) => format!("crashed: {e}"),
+            Err(e) => format!("panicked: {e}"),
+        };
+        ctx.log(Level::ERROR, &format!("{why}; restarting in {backoff:?}"));
+        tracing::error!(connector = %ctx.id(), "connector {why}; restarting in {backoff:?}");
+        if started.elapsed() > MAX_BACKOFF {
+            backoff = FIRST_BACKOFF;
+        }
+        if !pause(&ctx, &mut backoff).await {
+            return;
+        }
+    }
+}
+
+/// Wait out the backoff (doubling it); false if cancelled meanwhile.
+async fn pause(ctx: &Context, backoff: &mut Duration) -> bool {
+    let wait = *backoff;
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    tokio::select! {
+        () = ctx.cancel().cancelled() => false,
+        () = tokio::time::sleep(wait) => true,
+    }
+}

@@ -1,0 +1,52 @@
+//! Coupler's connector framework and the Greengrass connectors it runs.
+//!
+//! A connector is a [`Kind`] in the [`registry`]: a name, the catalog versions it
+//! implements, and a `build` function that checks its parameters and resources against the
+//! [`Context`] and returns a [`Connector`]. The [`host::Host`] builds every connector of a
+//! group at deployment (a failure fails the deployment, naming the connector), runs each
+//! under a supervisor that restarts it with backoff, and stops it within a deadline.
+//! See `docs/specs/connector.md` for how to write one.
+
+pub mod context;
+pub mod defender_metrics;
+pub mod host;
+pub mod registry;
+pub mod serial_stream;
+
+use std::future::Future;
+use std::ops::RangeInclusive;
+use std::pin::Pin;
+
+pub use context::{Context, LocalResource, Parts, TestHandle};
+
+/// A boxed future, as a trait object's method returns it.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Why a running connector stopped on its own; the supervisor logs it and restarts it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A built connector, ready to run.
+pub trait Connector: Send + 'static {
+    /// Serve until `ctx` is cancelled (return `Ok`) or something breaks (return `Err`).
+    fn run(self: Box<Self>, ctx: Context) -> BoxFuture<Result<(), ConnectorError>>;
+}
+
+/// A connector this core can run.
+#[derive(Debug)]
+pub struct Kind {
+    /// The name in its ARN, `arn:aws:greengrass:REGION::/connectors/NAME/versions/N`.
+    pub name: &'static str,
+    pub versions: RangeInclusive<u32>,
+    /// Check the parameters and resources and build the connector; an error fails the
+    /// deployment with its text.
+    pub build: fn(&Context) -> Result<Box<dyn Connector>, String>,
+}

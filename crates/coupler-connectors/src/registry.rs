@@ -1,0 +1,19 @@
+//! The connectors this core runs.
+
+use crate::{Kind, serial_stream};
+
+/// Every connector kind, by name.
+pub static KINDS: &[&Kind] = &[&serial_stream::KIND];
+
+/// The kind that runs `name` at `version`.
+pub fn kind(name: &str, version: u32) -> Option<&'static Kind> {
+    KINDS
+        .iter()
+        .copied()
+        .find(|k| k.name == name && k.versions.contains(&version))
+}
+
+/// Whether this core runs `name` at `version`.
+pub fn is_runnable(name: &str, version: u32) -> bool {
+    kind(name, version).is_some()
+}

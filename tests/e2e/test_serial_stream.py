@@ -1,0 +1,300 @@
+"""The Serial Stream connector on a real pseudo-terminal pair from socat, deployed with the AWS
+CLI; paho-mqtt talks to it as a device, and Python reads and writes the other end of the line.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import queue
+import select
+import shutil
+import subprocess
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from ggtest import run_aws, start_server
+
+CONNECTOR = "arn:aws:greengrass:us-east-1::/connectors/SerialStream/versions/3"
+ACCOUNT = "123456789012"
+CERT = f"arn:aws:iot:us-east-1:{ACCOUNT}:cert/" + "ab" * 32
+
+
+def thing(name: str) -> str:
+    return f"arn:aws:iot:us-east-1:{ACCOUNT}:thing/{name}"
+
+
+@pytest.fixture(scope="module")
+def line():
+    """Two linked ptys: the connector opens `port`, the test holds `peer`."""
+    if shutil.which("socat") is None:
+        pytest.fail("socat is not installed (scripts/install-test-deps.sh installs it)")
+    tag = uuid.uuid4().hex[:8]
+    port, peer = f"/dev/ttyCPL{tag}a", f"/dev/ttyCPL{tag}b"
+    proc = subprocess.Popen(
+        ["socat", f"pty,raw,echo=0,link={port}", f"pty,raw,echo=0,link={peer}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 5
+    while not (os.path.exists(port) and os.path.exists(peer)):
+        assert time.monotonic() < deadline, "socat made no ptys"
+        time.sleep(0.02)
+    fd = os.open(peer, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    yield port, fd
+    os.close(fd)
+    proc.terminate()
+    proc.wait(timeout=5)
+
+
+def drain(fd: int) -> None:
+    while select.select([fd], [], [], 0)[0]:
+        try:
+            if not os.read(fd, 4096):
+                return
+        except BlockingIOError:
+            return
+
+
+def read_peer(fd: int, n: int, timeout: float = 5.0) -> bytes:
+    data = b""
+    deadline = time.monotonic() + timeout
+    while len(data) < n and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.05)[0]:
+            try:
+                data += os.read(fd, n - len(data))
+            except BlockingIOError:
+                pass
+    return data
+
+
+def cli_json(obj) -> str:
+    return json.dumps(obj)
+
+
+def group_parts(port: str, polling: bool = False) -> dict:
+    params = {"BaudRate": "115200", "Timeout": "1", "SerialPort": port,
+              "SerialPort-ResourceId": "serial-port", "PollingRead": "false"}
+    if polling:
+        params.update(PollingRead="true", PollingReadLength="5", PollingReadInterval="1",
+                      PollingReadType="ascii")
+    suffix = port.lstrip("/")
+    return {
+        "core": {"Cores": [{"Id": "core", "ThingArn": thing("core"), "CertificateArn": CERT}]},
+        "devices": {"Devices": [{"Id": "tester", "ThingArn": thing("tester"),
+                                 "CertificateArn": CERT}]},
+        "resources": {"Resources": [{"Id": "serial-port", "Name": "serial", "ResourceDataContainer": {
+            "LocalDeviceResourceData": {"SourcePath": port,
+                                        "GroupOwnerSetting": {"AutoAddGroupOwner": True}}}}]},
+        "connectors": {"Connectors": [{"Id": "serial", "ConnectorArn": CONNECTOR,
+                                       "Parameters": params}]},
+        "subscriptions": {"Subscriptions": [
+            {"Id": "read", "Source": thing("tester"), "Subject": f"serial/core/read/{suffix}",
+             "Target": CONNECTOR},
+            {"Id": "write", "Source": thing("tester"), "Subject": f"serial/core/write/{suffix}",
+             "Target": CONNECTOR},
+            {"Id": "answers", "Source": CONNECTOR, "Subject": "serial/core/#",
+             "Target": thing("tester")},
+        ]},
+    }
+
+
+def deploy_with_cli(server, parts: dict, group_id: str | None = None) -> tuple[str, dict]:
+    """Every definition, the group (or a new version of it) and a deployment, all made with
+    the AWS CLI; returns the group id and the final deployment status."""
+    arn = {}
+    for kind, body in parts.items():
+        noun = {"core": "core", "devices": "device", "resources": "resource",
+                "connectors": "connector", "subscriptions": "subscription"}[kind]
+        out = run_aws(server, f"create-{noun}-definition", "--initial-version", cli_json(body))
+        arn[kind] = out["LatestVersionArn"]
+    if group_id is None:
+        group_id = run_aws(server, "create-group", "--name", "serial-line")["Id"]
+    gv = run_aws(server, "create-group-version", "--group-id", group_id,
+                 "--core-definition-version-arn", arn["core"],
+                 "--device-definition-version-arn", arn["devices"],
+                 "--resource-definition-version-arn", arn["resources"],
+                 "--connector-definition-version-arn", arn["connectors"],
+                 "--subscription-definition-version-arn", arn["subscriptions"])
+    dep = run_aws(server, "create-deployment", "--group-id", group_id, "--group-version-id",
+                  gv["Version"], "--deployment-type", "NewDeployment")
+    deadline = time.monotonic() + 15
+    while True:
+        st = run_aws(server, "get-deployment-status", "--group-id", group_id,
+                     "--deployment-id", dep["DeploymentId"])
+        if st["DeploymentStatus"] not in ("InProgress", "Building") or time.monotonic() > deadline:
+            return group_id, st
+        time.sleep(0.1)
+
+
+class Device:
+    """The device `tester` on the core's plain MQTT port, collecting what it is sent."""
+
+    def __init__(self, port: int):
+        self.messages: queue.Queue = queue.Queue()
+        self.c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                             client_id="tester", protocol=mqtt.MQTTv311)
+        subscribed = queue.Queue()
+        self.c.on_message = lambda c, u, m: self.messages.put((m.topic, json.loads(m.payload)))
+        self.c.on_subscribe = lambda c, u, mid, rc, p: subscribed.put(rc)
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+        self.c.subscribe("serial/core/#", qos=1)
+        assert subscribed.get(timeout=5)[0].value == 1
+
+    def request(self, topic: str, body) -> None:
+        payload = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        self.c.publish(topic, payload, qos=1).wait_for_publish(timeout=5)
+
+    def next(self, timeout: float = 5.0) -> tuple[str, dict]:
+        return self.messages.get(timeout=timeout)
+
+    def nothing(self, wait: float = 0.5) -> None:
+        with pytest.raises(queue.Empty):
+            self.messages.get(timeout=wait)
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+@pytest.fixture(scope="module")
+def core(tmp_path_factory, line):
+    port, _ = line
+    server = start_server(tmp_path_factory.mktemp("serial"), "--allow-uncontained-connectors")
+    group_id, status = deploy_with_cli(server, group_parts(port))
+    assert status["DeploymentStatus"] == "Success", status
+    dev = Device(server.mqtt_plain_port)
+    suffix = port.lstrip("/")
+    topics = {k: f"serial/core/{k}/{suffix}" for k in ("read", "write", "status", "read_response")}
+    yield server, group_id, dev, topics
+    dev.close()
+    server.stop()
+
+
+def test_write_ascii_and_hex(core, line):
+    _, fd = line
+    _, _, dev, t = core
+    drain(fd)
+    dev.request(t["write"], {"data": "hello serial", "type": "ascii", "id": "w1"})
+    assert dev.next() == (t["status"], {"response": {"status": "success"}, "id": "w1"})
+    assert read_peer(fd, 12) == b"hello serial"
+    raw = bytes([0, 1, 0x7F, 0x80, 0xFF])
+    dev.request(t["write"], {"data": base64.b64encode(raw).decode(), "type": "HEX", "id": "w2"})
+    assert dev.next() == (t["status"], {"response": {"status": "success"}, "id": "w2"})
+    assert read_peer(fd, 5) == raw
+    # Without an id the status has none.
+    dev.request(t["write"], {"data": "x", "type": "ascii"})
+    assert dev.next() == (t["status"], {"response": {"status": "success"}})
+    assert read_peer(fd, 1) == b"x"
+
+
+def test_read_on_demand(core, line):
+    _, fd = line
+    _, _, dev, t = core
+    os.write(fd, b"from the line")
+    dev.request(t["read"], {"readLength": "13", "type": "ascii", "id": "r1"})
+    assert dev.next() == (t["read_response"], {"data": "from the line", "id": "r1"})
+    os.write(fd, bytes([0, 255, 16]))
+    dev.request(t["read"], {"readLength": "3", "type": "hex", "id": "r2"})
+    assert dev.next() == (t["read_response"], {"data": base64.b64encode(bytes([0, 255, 16])).decode(),
+                                               "id": "r2"})
+
+
+def test_read_times_out_with_a_fail_status(core):
+    _, _, dev, t = core
+    started = time.monotonic()
+    dev.request(t["read"], {"readLength": "4", "type": "ascii", "id": "quiet"})
+    topic, body = dev.next(timeout=5)
+    assert topic == t["status"] and body["id"] == "quiet"
+    assert body["response"]["status"] == "fail"
+    assert "Could not read from port" in body["response"]["error_message"]
+    assert 0.8 < time.monotonic() - started < 4  # the Timeout parameter is 1 s
+
+
+@pytest.mark.parametrize("topic,payload,expect_id,words", [
+    ("write", "not json", None, "not JSON"),
+    ("write", json.dumps([1, 2]), None, "JSON object"),
+    ("write", json.dumps({"data": "x", "id": "w"}), "w", "type"),
+    ("write", json.dumps({"type": "ascii", "id": "w"}), "w", "data"),
+    ("write", json.dumps({"data": "***", "type": "hex", "id": "w"}), "w", "Base64"),
+    ("write", json.dumps({"data": "x", "type": "binary", "id": "w"}), "w", "type"),
+    ("write", json.dumps({"data": "x", "type": "ascii", "id": 7}), None, "id"),
+    ("read", json.dumps({"type": "ascii", "id": "r"}), "r", "readLength"),
+    ("read", json.dumps({"readLength": "0", "type": "ascii", "id": "r"}), "r", "readLength"),
+    ("read", json.dumps({"readLength": "63995", "type": "ascii", "id": "r"}), "r", "readLength"),
+    ("read", json.dumps({"readLength": "abc", "type": "ascii", "id": "r"}), "r", "readLength"),
+])
+def test_bad_payloads_get_a_fail_status(core, line, topic, payload, expect_id, words):
+    _, fd = line
+    _, _, dev, t = core
+    drain(fd)
+    dev.request(t[topic], payload)
+    got_topic, body = dev.next()
+    assert got_topic == t["status"], body
+    assert body["response"]["status"] == "fail", body
+    assert words in body["response"]["error_message"], body
+    assert body.get("id") == expect_id, body
+    dev.nothing(0.3)
+    assert read_peer(fd, 1, timeout=0.2) == b""  # nothing reached the line
+
+
+def test_a_write_over_the_limit_is_refused(core, line):
+    _, fd = line
+    _, _, dev, t = core
+    # In ASCII, since the Base64 of that much would pass the 128 KiB MQTT payload bound.
+    dev.request(t["write"], {"data": "a" * 128_001, "type": "ascii", "id": "big"})
+    _, body = dev.next()
+    assert body["response"]["status"] == "fail" and body["id"] == "big"
+    assert "128000" in body["response"]["error_message"]
+    assert read_peer(fd, 1, timeout=0.2) == b""
+
+
+def test_the_connector_keeps_serving_after_bad_input(core, line):
+    _, fd = line
+    server, _, dev, t = core
+    for _ in range(20):
+        dev.request(t["write"], b"\xff\xfe garbage")
+    for _ in range(20):
+        assert dev.next()[1]["response"]["status"] == "fail"
+    dev.request(t["write"], {"data": "still here", "type": "ascii", "id": "ok"})
+    assert dev.next() == (t["status"], {"response": {"status": "success"}, "id": "ok"})
+    assert read_peer(fd, 10) == b"still here"
+    log = server.data_dir / "ggc/var/log/user/us-east-1/aws/SerialStream.log"
+    assert "request refused" in log.read_text()
+
+
+def test_container_mode_is_refused_without_the_operators_opt_in(tmp_path, line):
+    port, _ = line
+    server = start_server(tmp_path / "strict")
+    try:
+        _, status = deploy_with_cli(server, group_parts(port))
+        assert status["DeploymentStatus"] == "Failure", status
+        assert "GreengrassContainer" in status["ErrorMessage"]
+        assert "--allow-uncontained-connectors" in status["ErrorMessage"]
+        assert status["ErrorDetails"][0]["DetailedErrorCode"] == "IsolationUnavailable"
+    finally:
+        server.stop()
+
+
+def test_a_missing_port_fails_the_deployment_by_name(core):
+    server, group_id, _, _ = core
+    _, status = deploy_with_cli(server, group_parts("/dev/ttyCPLmissing"), group_id)
+    assert status["DeploymentStatus"] == "Failure", status
+    assert "connector serial" in status["ErrorMessage"]
+    assert "/dev/ttyCPLmissing" in status["ErrorMessage"]
+
+
+def test_polling_reads_the_line_by_itself(core, line):
+    """Last: it redeploys the group with PollingRead on."""
+    port, fd = line
+    server, group_id, dev, t = core
+    _, status = deploy_with_cli(server, group_parts(port, polling=True), group_id)
+    assert status["DeploymentStatus"] == "Success", status
+    time.sleep(0.5)  # the old instance stops and the new one opens the port
+    drain(fd)
+    os.write(fd, b"12345")
+    topic, body = dev.next(timeout=5)
+    assert (topic, body) == (t["read_response"], {"data": "12345"})
