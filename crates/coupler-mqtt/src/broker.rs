@@ -212,7 +212,7 @@ pub struct Stats {
     pub(crate) subscribe_refused: AtomicU64,
 }
 
-/// A snapshot of [`Stats`].
+/// A snapshot of the server's counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
     pub open: u64,
