@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import paho.mqtt.client as mqtt
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -134,6 +135,7 @@ class Server:
     mqtt_tls_port: int = 0  # the device MQTT server over TLS (`--mqtt 127.0.0.1:0`)
     mqtt_plain_port: int = 0  # and over plain TCP (`--mqtt-plain 127.0.0.1:0`)
     extra_args: list[str] = field(default_factory=list)  # more `coupler up` flags
+    extra_env: dict[str, str] = field(default_factory=dict)  # and environment
     credentials_note: str = ""  # what `coupler up` says of its key: "DIR/credentials (access key ...)"
     stdout_lines: list[str] = field(default_factory=list)
 
@@ -143,6 +145,7 @@ class Server:
         binary = coupler_bin()
         env = _clean_env()
         env.setdefault("RUST_LOG", "info")
+        env.update(self.extra_env)
         self.stdout_lines = []
         self.url = ""
         self.credentials_note = ""
@@ -314,12 +317,12 @@ def _record(client) -> None:
     client.meta.events.register("after-call.greengrass", after_call)
 
 
-def start_server(base: Path, *extra_args: str) -> Server:
+def start_server(base: Path, *extra_args: str, env: dict[str, str] | None = None) -> Server:
     """A new server on `base/data` (created on first start), logging to `base/coupler.log`,
-    with `extra_args` added to `coupler up`."""
+    with `extra_args` added to `coupler up` and `env` to its environment."""
     base.mkdir(parents=True, exist_ok=True)
     return Server(data_dir=base / "data", log_path=base / "coupler.log",
-                  extra_args=list(extra_args)).start()
+                  extra_args=list(extra_args), extra_env=dict(env or {})).start()
 
 
 # ---- the AWS CLI ------------------------------------------------------------------------------
@@ -490,3 +493,69 @@ def wait_deployment(gg, group_id: str, deployment_id: str, timeout: float = 15.0
         if status["DeploymentStatus"] != "InProgress" or time.monotonic() > deadline:
             return status
         time.sleep(0.05)
+
+
+# ---- groups deployed with the AWS CLI, and devices on the core's MQTT server -----------------
+
+
+def deploy_with_cli(server, parts: dict, group_id: str | None = None,
+                    name: str = "cli-group") -> tuple[str, dict]:
+    """Every definition, the group (or a new version of it) and a deployment, all made with
+    the AWS CLI; returns the group id and the final deployment status."""
+    arn = {}
+    for kind, body in parts.items():
+        noun = {"core": "core", "devices": "device", "resources": "resource",
+                "connectors": "connector", "subscriptions": "subscription"}[kind]
+        out = run_aws(server, f"create-{noun}-definition", "--initial-version", json.dumps(body))
+        arn[kind] = out["LatestVersionArn"]
+    if group_id is None:
+        group_id = run_aws(server, "create-group", "--name", name)["Id"]
+    gv = run_aws(server, "create-group-version", "--group-id", group_id,
+                 "--core-definition-version-arn", arn["core"],
+                 "--device-definition-version-arn", arn["devices"],
+                 "--resource-definition-version-arn", arn["resources"],
+                 "--connector-definition-version-arn", arn["connectors"],
+                 "--subscription-definition-version-arn", arn["subscriptions"])
+    dep = run_aws(server, "create-deployment", "--group-id", group_id, "--group-version-id",
+                  gv["Version"], "--deployment-type", "NewDeployment")
+    deadline = time.monotonic() + 15
+    while True:
+        st = run_aws(server, "get-deployment-status", "--group-id", group_id,
+                     "--deployment-id", dep["DeploymentId"])
+        if st["DeploymentStatus"] not in ("InProgress", "Building") or time.monotonic() > deadline:
+            return group_id, st
+        time.sleep(0.1)
+
+
+class MqttDevice:
+    """A device on the core's plain MQTT port (paho, MQTT 3.1.1), subscribed to `filter`,
+    collecting the JSON messages it is sent."""
+
+    def __init__(self, port: int, client_id: str, filter: str):
+        self.messages: queue.Queue = queue.Queue()
+        self.c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                             client_id=client_id, protocol=mqtt.MQTTv311)
+        subscribed = queue.Queue()
+        self.c.on_message = lambda c, u, m: self.messages.put((m.topic, json.loads(m.payload)))
+        self.c.on_subscribe = lambda c, u, mid, rc, p: subscribed.put(rc)
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+        self.c.subscribe(filter, qos=1)
+        assert subscribed.get(timeout=5)[0].value == 1
+
+    def request(self, topic: str, body) -> None:
+        payload = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        self.c.publish(topic, payload, qos=1).wait_for_publish(timeout=5)
+
+    def next(self, timeout: float = 5.0) -> tuple[str, dict]:
+        return self.messages.get(timeout=timeout)
+
+    def nothing(self, wait: float = 0.5) -> None:
+        with pytest.raises(queue.Empty):
+            self.messages.get(timeout=wait)
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+

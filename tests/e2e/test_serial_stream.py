@@ -7,17 +7,15 @@ from __future__ import annotations
 import base64
 import json
 import os
-import queue
 import select
 import shutil
 import subprocess
 import time
 import uuid
 
-import paho.mqtt.client as mqtt
 import pytest
 
-from ggtest import run_aws, start_server
+from ggtest import MqttDevice, deploy_with_cli, start_server
 
 CONNECTOR = "arn:aws:greengrass:us-east-1::/connectors/SerialStream/versions/3"
 ACCOUNT = "123456789012"
@@ -70,10 +68,6 @@ def read_peer(fd: int, n: int, timeout: float = 5.0) -> bytes:
     return data
 
 
-def cli_json(obj) -> str:
-    return json.dumps(obj)
-
-
 def group_parts(port: str, polling: bool = False) -> dict:
     params = {"BaudRate": "115200", "Timeout": "1", "SerialPort": port,
               "SerialPort-ResourceId": "serial-port", "PollingRead": "false"}
@@ -101,72 +95,13 @@ def group_parts(port: str, polling: bool = False) -> dict:
     }
 
 
-def deploy_with_cli(server, parts: dict, group_id: str | None = None) -> tuple[str, dict]:
-    """Every definition, the group (or a new version of it) and a deployment, all made with
-    the AWS CLI; returns the group id and the final deployment status."""
-    arn = {}
-    for kind, body in parts.items():
-        noun = {"core": "core", "devices": "device", "resources": "resource",
-                "connectors": "connector", "subscriptions": "subscription"}[kind]
-        out = run_aws(server, f"create-{noun}-definition", "--initial-version", cli_json(body))
-        arn[kind] = out["LatestVersionArn"]
-    if group_id is None:
-        group_id = run_aws(server, "create-group", "--name", "serial-line")["Id"]
-    gv = run_aws(server, "create-group-version", "--group-id", group_id,
-                 "--core-definition-version-arn", arn["core"],
-                 "--device-definition-version-arn", arn["devices"],
-                 "--resource-definition-version-arn", arn["resources"],
-                 "--connector-definition-version-arn", arn["connectors"],
-                 "--subscription-definition-version-arn", arn["subscriptions"])
-    dep = run_aws(server, "create-deployment", "--group-id", group_id, "--group-version-id",
-                  gv["Version"], "--deployment-type", "NewDeployment")
-    deadline = time.monotonic() + 15
-    while True:
-        st = run_aws(server, "get-deployment-status", "--group-id", group_id,
-                     "--deployment-id", dep["DeploymentId"])
-        if st["DeploymentStatus"] not in ("InProgress", "Building") or time.monotonic() > deadline:
-            return group_id, st
-        time.sleep(0.1)
-
-
-class Device:
-    """The device `tester` on the core's plain MQTT port, collecting what it is sent."""
-
-    def __init__(self, port: int):
-        self.messages: queue.Queue = queue.Queue()
-        self.c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-                             client_id="tester", protocol=mqtt.MQTTv311)
-        subscribed = queue.Queue()
-        self.c.on_message = lambda c, u, m: self.messages.put((m.topic, json.loads(m.payload)))
-        self.c.on_subscribe = lambda c, u, mid, rc, p: subscribed.put(rc)
-        self.c.connect("127.0.0.1", port)
-        self.c.loop_start()
-        self.c.subscribe("serial/core/#", qos=1)
-        assert subscribed.get(timeout=5)[0].value == 1
-
-    def request(self, topic: str, body) -> None:
-        payload = body if isinstance(body, (bytes, str)) else json.dumps(body)
-        self.c.publish(topic, payload, qos=1).wait_for_publish(timeout=5)
-
-    def next(self, timeout: float = 5.0) -> tuple[str, dict]:
-        return self.messages.get(timeout=timeout)
-
-    def nothing(self, wait: float = 0.5) -> None:
-        with pytest.raises(queue.Empty):
-            self.messages.get(timeout=wait)
-
-    def close(self) -> None:
-        self.c.disconnect()
-        self.c.loop_stop()
-
-
 @pytest.fixture(scope="module")
 def core(tmp_path_factory, line):
     port, _ = line
     server = start_server(tmp_path_factory.mktemp("serial"), "--allow-uncontained-connectors")
     group_id, status = deploy_with_cli(server, group_parts(port))
     assert status["DeploymentStatus"] == "Success", status
-    dev = Device(server.mqtt_plain_port)
+    dev = MqttDevice(server.mqtt_plain_port, "tester", "serial/core/#")
     suffix = port.lstrip("/")
     topics = {k: f"serial/core/{k}/{suffix}" for k in ("read", "write", "status", "read_response")}
     yield server, group_id, dev, topics

@@ -9,6 +9,7 @@
 
 pub mod context;
 pub mod defender_metrics;
+pub mod device_defender;
 pub mod host;
 pub mod registry;
 pub mod serial_stream;

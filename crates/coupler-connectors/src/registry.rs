@@ -1,9 +1,9 @@
 //! The connectors this core runs.
 
-use crate::{Kind, serial_stream};
+use crate::{Kind, device_defender, serial_stream};
 
 /// Every connector kind, by name.
-pub static KINDS: &[&Kind] = &[&serial_stream::KIND];
+pub static KINDS: &[&Kind] = &[&serial_stream::KIND, &device_defender::KIND];
 
 /// The kind that runs `name` at `version`.
 pub fn kind(name: &str, version: u32) -> Option<&'static Kind> {
