@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import queue
 import select
 import shutil
 import subprocess
@@ -233,3 +234,63 @@ def test_polling_reads_the_line_by_itself(core, line):
     os.write(fd, b"12345")
     topic, body = dev.next(timeout=5)
     assert (topic, body) == (t["read_response"], {"data": "12345"})
+
+
+def test_a_broken_line_is_reopened_by_the_supervisor(tmp_path):
+    """The pty pair disappears under the running connector: its next request fails, the
+    connector crashes and is restarted with backoff, and once the line is back it serves
+    again, without a new deployment."""
+    tag = uuid.uuid4().hex[:8]
+    port, peer = f"/dev/ttyCPL{tag}a", f"/dev/ttyCPL{tag}b"
+
+    def socat():
+        p = subprocess.Popen(["socat", f"pty,raw,echo=0,link={port}", f"pty,raw,echo=0,link={peer}"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while not (os.path.exists(port) and os.path.exists(peer)):
+            assert time.monotonic() < deadline, "socat made no ptys"
+            time.sleep(0.02)
+        return p, os.open(peer, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+
+    proc, fd = socat()
+    server = start_server(tmp_path / "broken", "--allow-uncontained-connectors")
+    dev = None
+    try:
+        _, status = deploy_with_cli(server, group_parts(port), name="broken-line")
+        assert status["DeploymentStatus"] == "Success", status
+        dev = MqttDevice(server.mqtt_plain_port, "tester", "serial/core/#")
+        write = f"serial/core/write/{port.lstrip('/')}"
+        dev.request(write, {"data": "one", "type": "ascii", "id": "1"})
+        assert dev.next()[1] == {"response": {"status": "success"}, "id": "1"}
+        assert read_peer(fd, 3) == b"one"
+        # The line goes away.
+        os.close(fd)
+        proc.terminate()
+        proc.wait(timeout=5)
+        time.sleep(0.3)
+        dev.request(write, {"data": "two", "type": "ascii", "id": "2"})
+        _, body = dev.next()
+        assert body["response"]["status"] == "fail" and body["id"] == "2", body
+        # It comes back at the same path; the restarted connector opens it.
+        proc, fd = socat()
+        deadline = time.monotonic() + 20
+        while True:
+            dev.request(write, {"data": "three", "type": "ascii", "id": "3"})
+            try:
+                _, body = dev.next(timeout=2)
+            except queue.Empty:
+                body = None  # not running at this moment: the supervisor is backing off
+            if body == {"response": {"status": "success"}, "id": "3"}:
+                break
+            assert time.monotonic() < deadline, f"the connector did not come back: {body}"
+            time.sleep(0.5)
+        assert read_peer(fd, 5).endswith(b"three")
+        log = (server.data_dir / "ggc/var/log/user/us-east-1/aws/SerialStream.log").read_text()
+        assert "restarting in" in log, log
+    finally:
+        if dev is not None:
+            dev.close()
+        server.stop()
+        os.close(fd)
+        proc.terminate()
+        proc.wait(timeout=5)
