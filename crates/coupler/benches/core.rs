@@ -8,8 +8,6 @@
 
 #![allow(clippy::print_stdout)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
@@ -40,38 +38,25 @@ fn kib(field: &str, pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+#[path = "../tests/support/up.rs"]
+mod up;
+
 fn main() {
-    let bin = env!("CARGO_BIN_EXE_coupler");
     let dir = tempfile::tempdir().expect("temp dir");
     let started = Instant::now();
-    let mut child = Command::new(bin)
-        .args([
-            "up",
-            "--api",
-            "127.0.0.1:0",
-            "--mqtt",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("COUPLER_ACCESS_KEY_ID", KEY)
-        .env("COUPLER_SECRET_ACCESS_KEY", SECRET)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("coupler up starts");
-    let stdout = child.stdout.take().expect("stdout");
-    // Read the address, and keep draining the rest so the child never writes to a closed pipe.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.trim().strip_prefix("control-plane API") {
-                let _ = tx.send(url.trim().to_owned());
-            }
-        }
-    });
-    let base = rx.recv().expect("coupler up prints its address");
+    let up::Up {
+        mut child,
+        api: base,
+        ..
+    } = up::start(
+        dir.path(),
+        &[],
+        &[
+            ("COUPLER_ACCESS_KEY_ID", KEY),
+            ("COUPLER_SECRET_ACCESS_KEY", SECRET),
+            ("RUST_LOG", "warn"),
+        ],
+    );
     // Ready = the API accepts a connection.
     while std::net::TcpStream::connect(base.trim_start_matches("http://")).is_err() {
         std::thread::sleep(Duration::from_millis(1));

@@ -16,7 +16,6 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -471,61 +470,24 @@ async fn bounds(target: &Target, tls: &Tls) -> (f64, f64) {
     (idle_growth, slow_growth)
 }
 
+#[path = "../tests/support/up.rs"]
+mod up;
+
 fn start_coupler(dir: &Path) -> (Child, String, SocketAddr, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coupler"))
-        .args([
-            "up",
-            "--api",
-            "127.0.0.1:0",
-            "--mqtt",
-            "127.0.0.1:0",
-            "--mqtt-plain",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("COUPLER_ACCESS_KEY_ID", KEY)
-        .env("COUPLER_SECRET_ACCESS_KEY", SECRET)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("coupler up starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let (mut api, mut tls, mut plain) = (None, None, None);
-    while api.is_none() || tls.is_none() || plain.is_none() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("coupler up prints its addresses");
-        let t = line.trim();
-        if let Some(v) = t.strip_prefix("control-plane API") {
-            api = Some(v.trim().to_owned());
-        } else if let Some(v) = t.strip_prefix("device MQTT (TLS)") {
-            tls = v
-                .trim()
-                .strip_prefix("mqtts://")
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok());
-        } else if let Some(v) = t.strip_prefix("device MQTT plain") {
-            plain = v
-                .trim()
-                .strip_prefix("mqtt://")
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok());
-        }
-    }
-    std::thread::spawn(move || while rx.recv().is_ok() {});
+    let up = up::start(
+        dir,
+        &["--mqtt-plain", "127.0.0.1:0"],
+        &[
+            ("COUPLER_ACCESS_KEY_ID", KEY),
+            ("COUPLER_SECRET_ACCESS_KEY", SECRET),
+            ("RUST_LOG", "error"),
+        ],
+    );
     (
-        child,
-        api.expect("api"),
-        tls.expect("tls"),
-        plain.expect("plain"),
+        up.child,
+        up.api,
+        up.mqtt_tls.expect("the TLS listener"),
+        up.mqtt_plain.expect("the plain listener"),
     )
 }
 

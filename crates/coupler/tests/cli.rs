@@ -4,6 +4,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+#[path = "support/up.rs"]
+mod up;
+
 fn coupler(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_coupler"))
         .args(args)
@@ -281,52 +284,11 @@ impl Drop for Up {
     }
 }
 
-/// Variables of the host that would change what `coupler` does.
-fn clean(cmd: &mut Command) -> &mut Command {
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AWS_") || k.starts_with("COUPLER_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
-
 fn start_up() -> Up {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let mut child = clean(&mut Command::new(env!("CARGO_BIN_EXE_coupler")))
-        .args([
-            "up",
-            "--api",
-            "127.0.0.1:0",
-            "--mqtt",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("coupler up starts");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Keep draining stdout so that the child never writes to a closed pipe.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.trim().strip_prefix("control-plane API") {
-                let _ = tx.send(url.trim().to_owned());
-            }
-        }
-    });
-    let url = match rx.recv_timeout(std::time::Duration::from_secs(30)) {
-        Ok(url) => url,
-        Err(e) => {
-            let _ = child.kill();
-            panic!("coupler up printed no API address: {e}");
-        }
-    };
+    let up::Up {
+        child, api: url, ..
+    } = up::start(dir.path(), &[], &[("RUST_LOG", "warn")]);
     let creds = std::fs::read_to_string(dir.path().join("credentials")).unwrap();
     let field = |name: &str| {
         creds
@@ -377,7 +339,7 @@ impl Up {
 
     /// `coupler connectors upgrades ARGS --endpoint URL --data-dir DIR`.
     fn upgrades(&self, args: &[&str]) -> Output {
-        clean(&mut Command::new(env!("CARGO_BIN_EXE_coupler")))
+        up::clean(&mut Command::new(env!("CARGO_BIN_EXE_coupler")))
             .args(["connectors", "upgrades"])
             .args(args)
             .args(["--endpoint", &self.url, "--data-dir"])
@@ -646,7 +608,7 @@ fn connectors_upgrades_exits_2_when_the_api_is_unreachable() {
     )
     .unwrap();
     for args in [vec![], vec!["--group-id", "g-1"]] {
-        let out = clean(&mut Command::new(env!("CARGO_BIN_EXE_coupler")))
+        let out = up::clean(&mut Command::new(env!("CARGO_BIN_EXE_coupler")))
             .args(["connectors", "upgrades"])
             .args(&args)
             .args(["--endpoint", &url, "--data-dir"])
