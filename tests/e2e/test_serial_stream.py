@@ -12,6 +12,7 @@ import select
 import shutil
 import subprocess
 import time
+import urllib.request
 import uuid
 
 import pytest
@@ -25,6 +26,14 @@ CERT = f"arn:aws:iot:us-east-1:{ACCOUNT}:cert/" + "ab" * 32
 
 def thing(name: str) -> str:
     return f"arn:aws:iot:us-east-1:{ACCOUNT}:thing/{name}"
+
+
+def metric(server, prefix: str) -> float:
+    """A value from the core's /metrics."""
+    text = urllib.request.urlopen(server.url + "/metrics", timeout=5).read().decode()
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)]
+    assert values, f"{prefix} not in /metrics:\n{text}"
+    return values[0]
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +209,7 @@ def test_the_connector_keeps_serving_after_bad_input(core, line):
     assert read_peer(fd, 10) == b"still here"
     log = server.data_dir / "ggc/var/log/user/us-east-1/aws/SerialStream.log"
     assert "request refused" in log.read_text()
+    assert metric(server, 'coupler_connector_rejected_total{connector="serial"') >= 20
 
 
 def test_container_mode_is_refused_without_the_operators_opt_in(tmp_path, line):
@@ -287,6 +297,7 @@ def test_a_broken_line_is_reopened_by_the_supervisor(tmp_path):
         assert read_peer(fd, 5).endswith(b"three")
         log = (server.data_dir / "ggc/var/log/user/us-east-1/aws/SerialStream.log").read_text()
         assert "restarting in" in log, log
+        assert metric(server, 'coupler_connector_restarts_total{connector="serial"') >= 1
     finally:
         if dev is not None:
             dev.close()

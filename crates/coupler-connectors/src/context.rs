@@ -24,6 +24,9 @@ pub enum LocalResource {
         source_path: PathBuf,
         destination_path: PathBuf,
     },
+    /// A secret (`SecretsManagerSecretResourceData`): its ARN. Its value comes from the
+    /// core's local secret store, which arrives with the secrets issue.
+    Secret { arn: String },
 }
 
 /// Where a connector's messages go: the router, or a test's channel.
@@ -49,6 +52,8 @@ struct Inner {
     cancel: CancellationToken,
     /// Messages refused with an error reply.
     rejected: AtomicU64,
+    /// Times the supervisor started it again.
+    restarts: AtomicU64,
 }
 
 /// A running connector's view of the core. Cheap to clone.
@@ -126,6 +131,7 @@ impl Context {
                 log: p.log,
                 cancel: p.cancel,
                 rejected: AtomicU64::new(0),
+                restarts: AtomicU64::new(0),
             }),
         }
     }
@@ -208,6 +214,15 @@ impl Context {
     /// Messages refused so far.
     pub fn rejected_count(&self) -> u64 {
         self.inner.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Times the supervisor has started it again after a crash.
+    pub fn restarts(&self) -> u64 {
+        self.inner.restarts.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_restart(&self) {
+        self.inner.restarts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Write to the connector's own log file (and the core's log at DEBUG).

@@ -38,9 +38,20 @@ pub struct HostConfig {
 }
 
 struct Running {
-    id: String,
-    cancel: CancellationToken,
+    ctx: Context,
     task: JoinHandle<()>,
+}
+
+/// One running connector's counters, for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorStats {
+    pub id: String,
+    pub name: &'static str,
+    pub version: u32,
+    /// Messages refused with an error reply.
+    pub rejected: u64,
+    /// Restarts after a crash.
+    pub restarts: u64,
 }
 
 /// The connectors of the active group.
@@ -70,9 +81,19 @@ impl Host {
         }
     }
 
-    /// Ids of the connectors running now.
-    pub fn running(&self) -> Vec<String> {
-        self.running.lock().iter().map(|r| r.id.clone()).collect()
+    /// The connectors running now and their counters.
+    pub fn stats(&self) -> Vec<ConnectorStats> {
+        self.running
+            .lock()
+            .iter()
+            .map(|r| ConnectorStats {
+                id: r.ctx.id().to_owned(),
+                name: r.ctx.name(),
+                version: r.ctx.version(),
+                rejected: r.ctx.rejected_count(),
+                restarts: r.ctx.restarts(),
+            })
+            .collect()
     }
 
     fn resources(
@@ -106,8 +127,12 @@ impl Host {
                     source_path: s.into(),
                     destination_path: d.into(),
                 }
+            } else if let Some(api::SecretsManagerSecretResourceData { arn: Some(arn), .. }) =
+                &data.secrets_manager_secret_resource_data
+            {
+                LocalResource::Secret { arn: arn.clone() }
             } else {
-                // Secrets and models arrive with their issues.
+                // Machine-learning models arrive with their issue.
                 continue;
             };
             out.insert(param.clone(), resource);
@@ -235,7 +260,7 @@ impl Prepared {
             let _order = switching.lock().await;
             let old = std::mem::take(&mut *running.lock());
             for r in &old {
-                r.cancel.cancel();
+                r.ctx.cancel().cancel();
             }
             for r in old {
                 stop(r).await;
@@ -243,8 +268,7 @@ impl Prepared {
             let mut list = running.lock();
             for (kind, ctx, connector) in units {
                 list.push(Running {
-                    id: ctx.id().to_owned(),
-                    cancel: ctx.cancel().clone(),
+                    ctx: ctx.clone(),
                     task: tokio::spawn(supervise(kind, ctx, connector)),
                 });
             }
@@ -258,7 +282,7 @@ async fn stop(r: Running) {
         .await
         .is_err()
     {
-        tracing::warn!(connector = %r.id, "connector did not stop within {STOP_DEADLINE:?}; aborted");
+        tracing::warn!(connector = %r.ctx.id(), "connector did not stop within {STOP_DEADLINE:?}; aborted");
         task.abort();
     }
 }
@@ -299,6 +323,7 @@ async fn supervise(kind: &'static Kind, ctx: Context, first: Box<dyn Connector>)
             Err(e) => format!("panicked: {e}"),
         };
         ctx.log(Level::ERROR, &format!("{why}; restarting in {backoff:?}"));
+        ctx.count_restart();
         tracing::error!(connector = %ctx.id(), "connector {why}; restarting in {backoff:?}");
         if started.elapsed() > MAX_BACKOFF {
             backoff = FIRST_BACKOFF;

@@ -244,6 +244,14 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
         },
     );
     let mqtt_core = Arc::new(crate::mqtt::Core::new(broker.clone(), service.clone(), dir));
+    let connectors = Arc::new(coupler_connectors::host::Host::new(
+        router.clone(),
+        coupler_connectors::host::HostConfig {
+            log_dir: dir.join(format!("ggc/var/log/user/{}/aws", args.region)),
+            region: args.region.clone(),
+            allow_uncontained: args.allow_uncontained_connectors,
+        },
+    ));
     let agent = Arc::new(
         Agent::new(
             router.clone(),
@@ -258,14 +266,7 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
             let mqtt_core = mqtt_core.clone();
             Box::new(move |group| mqtt_core.activate(group))
         })
-        .with_units(Arc::new(coupler_connectors::host::Host::new(
-            router.clone(),
-            coupler_connectors::host::HostConfig {
-                log_dir: dir.join(format!("ggc/var/log/user/{}/aws", args.region)),
-                region: args.region.clone(),
-                allow_uncontained: args.allow_uncontained_connectors,
-            },
-        ))),
+        .with_units(connectors.clone()),
     );
     let active = agent.restore().map_err(|e| e.to_string())?;
 
@@ -375,7 +376,7 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
             let _ = stop_tx.send(true);
         });
     }
-    let extra = status_routes(router, agent, broker);
+    let extra = status_routes(router, agent, broker, connectors);
     tracing::info!(%addr, "control-plane API listening");
     coupler_api::serve_with(listener, state, extra, stopped())
         .await
@@ -390,6 +391,7 @@ fn status_routes(
     router: Arc<Router>,
     agent: Arc<Agent>,
     broker: Arc<coupler_mqtt::Broker>,
+    connectors: Arc<coupler_connectors::host::Host>,
 ) -> axum::Router {
     let health = {
         let (router, agent, broker) = (router.clone(), agent.clone(), broker.clone());
@@ -413,10 +415,16 @@ fn status_routes(
         }
     };
     let metrics = move || {
-        let (router, agent, broker) = (router.clone(), agent.clone(), broker.clone());
+        let (router, agent, broker, connectors) = (
+            router.clone(),
+            agent.clone(),
+            broker.clone(),
+            connectors.clone(),
+        );
         async move {
             let mut text = metrics_text(&router, &agent);
             mqtt_metrics(&mut text, &broker.stats());
+            connector_metrics(&mut text, &connectors.stats());
             ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
         }
     };
@@ -532,6 +540,45 @@ fn metrics_text(router: &Router, agent: &Agent) -> String {
         );
     }
     out
+}
+
+/// The running connectors' counters in the Prometheus text format.
+fn connector_metrics(out: &mut String, stats: &[coupler_connectors::host::ConnectorStats]) {
+    type Read = fn(&coupler_connectors::host::ConnectorStats) -> u64;
+    let families: [(&str, &str, &str, Read); 2] = [
+        (
+            "coupler_connector_rejected_total",
+            "counter",
+            "Messages a connector refused with an error reply on its status topic.",
+            |c| c.rejected,
+        ),
+        (
+            "coupler_connector_restarts_total",
+            "counter",
+            "Times the supervisor started a connector again after it crashed.",
+            |c| c.restarts,
+        ),
+    ];
+    for (name, kind, help, read) in families {
+        family(out, name, kind, help);
+        for c in stats {
+            let _ = writeln!(
+                out,
+                "{name}{{connector=\"{}\",name=\"{}\",version=\"{}\"}} {}",
+                label(&c.id),
+                c.name,
+                c.version,
+                read(c)
+            );
+        }
+    }
+    family(
+        out,
+        "coupler_connectors_running",
+        "gauge",
+        "Connectors running.",
+    );
+    let _ = writeln!(out, "coupler_connectors_running {}", stats.len());
 }
 
 /// The MQTT server's counters in the Prometheus text format.
