@@ -208,32 +208,21 @@ impl Inbox {
         outcome
     }
 
-    /// Wait for room up to the policy's deadline, then queue. `Ok` carries a message
-    /// pushed out to make room (the consumer detached meanwhile); `Err` gives the message
-    /// back if the deadline passed.
-    pub(crate) async fn push_waiting(&self, mut msg: Message) -> Result<Option<Message>, Message> {
+    /// Wait for room up to the policy's deadline, then queue. `MustWait` gives the message
+    /// back: the deadline passed. (`DisplacedOldest` when the consumer detached meanwhile.)
+    pub(crate) async fn push_waiting(&self, mut msg: Message) -> Push {
         let Some(deadline) = self.config.when_full.deadline() else {
-            return match self.push(msg) {
-                Push::Rejected(m) | Push::MustWait(m) => Err(m),
-                Push::DisplacedOldest(old) => Ok(Some(old)),
-                Push::Queued => Ok(None),
-            };
+            return self.push(msg);
         };
         let until = tokio::time::Instant::now() + deadline;
         loop {
             let room = self.writable.notified();
             match self.push(msg) {
                 Push::MustWait(m) => msg = m,
-                Push::Rejected(m) => return Err(m),
-                Push::DisplacedOldest(old) => return Ok(Some(old)),
-                Push::Queued => return Ok(None),
+                done => return done,
             }
             if tokio::time::timeout_at(until, room).await.is_err() {
-                return match self.push(msg) {
-                    Push::MustWait(m) | Push::Rejected(m) => Err(m),
-                    Push::DisplacedOldest(old) => Ok(Some(old)),
-                    Push::Queued => Ok(None),
-                };
+                return self.push(msg);
             }
         }
     }

@@ -294,21 +294,10 @@ impl Router {
             });
         }
         for (inbox, m) in waiting {
-            match inbox.push_waiting(m).await {
-                Ok(None) => report.delivered += 1,
-                Ok(Some(old)) => {
-                    report.delivered += 1;
-                    report.dropped += 1;
-                    self.count_drop(
-                        &old,
-                        Some(inbox.entity()),
-                        DropReason::QueueFullDroppedOldest,
-                    );
-                }
-                Err(m) => {
-                    report.dropped += 1;
-                    self.count_drop(&m, Some(inbox.entity()), DropReason::BlockDeadline);
-                }
+            let outcome = inbox.push_waiting(m).await;
+            if let Some(m) = self.record(&inbox, outcome, &mut report) {
+                report.dropped += 1;
+                self.count_drop(&m, Some(inbox.entity()), DropReason::BlockDeadline);
             }
         }
         report
@@ -321,7 +310,14 @@ impl Router {
         report: &mut RouteReport,
         waiting: &mut Vec<(Arc<Inbox>, Message)>,
     ) {
-        match inbox.push(msg) {
+        if let Some(m) = self.record(inbox, inbox.push(msg), report) {
+            waiting.push((inbox.clone(), m));
+        }
+    }
+
+    /// Count what a push did; gives back a message that must (still) wait for room.
+    fn record(&self, inbox: &Inbox, outcome: Push, report: &mut RouteReport) -> Option<Message> {
+        match outcome {
             Push::Queued => report.delivered += 1,
             Push::DisplacedOldest(old) => {
                 report.delivered += 1;
@@ -336,8 +332,9 @@ impl Router {
                 report.dropped += 1;
                 self.count_drop(&m, Some(inbox.entity()), DropReason::QueueFullDroppedNewest);
             }
-            Push::MustWait(m) => waiting.push((inbox.clone(), m)),
+            Push::MustWait(m) => return Some(m),
         }
+        None
     }
 
     fn count_drop(&self, msg: &Message, target: Option<&Entity>, reason: DropReason) {
