@@ -174,6 +174,8 @@ impl Host {
         let log = Arc::new(SystemLog::at(
             self.config.log_dir.join(format!("{}.log", kind.name)),
         ));
+        // Connectors are Lambda functions to Greengrass's logger definition.
+        log.configure_for(&group.loggers, api::LoggerComponent::Lambda);
         let parts = Parts {
             id: c.id.clone(),
             name: kind.name,

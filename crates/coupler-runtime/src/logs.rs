@@ -90,9 +90,15 @@ impl SystemLog {
     /// Take level and space from a group's loggers (the `FileSystem`/`GreengrassSystem`
     /// one), or the defaults when it has none.
     pub fn configure(&self, loggers: &[Logger]) {
-        let system = loggers.iter().find(|l| {
-            l.kind == LoggerType::FileSystem && l.component == LoggerComponent::GreengrassSystem
-        });
+        self.configure_for(loggers, LoggerComponent::GreengrassSystem);
+    }
+
+    /// Take level and space from the group's `FileSystem` logger of `component`
+    /// (`Lambda` for functions and connectors), or the defaults when it has none.
+    pub fn configure_for(&self, loggers: &[Logger], component: LoggerComponent) {
+        let system = loggers
+            .iter()
+            .find(|l| l.kind == LoggerType::FileSystem && l.component == component);
         let (level, space) = match system {
             Some(l) => (
                 match l.level {

@@ -64,3 +64,23 @@ fn the_space_bounds_the_files() {
     let last = std::fs::read_to_string(log.path()).unwrap();
     assert!(last.trim_end().ends_with(r#"{"i":499}"#), "{last}");
 }
+
+#[test]
+fn a_component_log_takes_the_lambda_logger() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SystemLog::at(dir.path().join("user/us-east-1/aws/SerialStream.log"));
+    let lambda = Logger {
+        component: LoggerComponent::Lambda,
+        ..logger(LoggerLevel::Warn, 32)
+    };
+    // The system logger says DEBUG; a connector's log follows the Lambda one.
+    log.configure_for(
+        &[logger(LoggerLevel::Debug, 64), lambda],
+        LoggerComponent::Lambda,
+    );
+    log.log(tracing::Level::INFO, "not at WARN");
+    log.log(tracing::Level::WARN, "request refused: kept");
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("[WARN]-request refused: kept"), "{text}");
+}
