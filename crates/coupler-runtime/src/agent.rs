@@ -68,6 +68,21 @@ impl Report {
             error_details: Vec::new(),
         }
     }
+
+    /// A failure for these reasons, each an (error code, message); the message joins them.
+    fn failure(reasons: Vec<(String, String)>) -> Self {
+        Self {
+            status: Status::Failure,
+            error_message: Some(
+                reasons
+                    .iter()
+                    .map(|(_, m)| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            error_details: reasons,
+        }
+    }
 }
 
 /// How the agent reaches its control plane: in process for `coupler up`, over HTTP for a
@@ -191,17 +206,7 @@ impl Agent {
         units
             .prepare(group_id, group)
             .map(Some)
-            .map_err(|reasons| Report {
-                status: Status::Failure,
-                error_message: Some(
-                    reasons
-                        .iter()
-                        .map(|(_, m)| m.as_str())
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                ),
-                error_details: reasons,
-            })
+            .map_err(Report::failure)
     }
 
     /// Everything beside the routing table that follows the active group.
@@ -293,17 +298,7 @@ impl Agent {
         if cannot.is_empty() {
             Ok(group)
         } else {
-            Err(Report {
-                status: Status::Failure,
-                error_message: Some(
-                    cannot
-                        .iter()
-                        .map(|(_, m)| m.as_str())
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                ),
-                error_details: cannot,
-            })
+            Err(Report::failure(cannot))
         }
     }
 
