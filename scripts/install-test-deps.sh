@@ -24,7 +24,7 @@ fi
 need_pip=0
 python3 - <<'PY' || need_pip=1
 import importlib.util, shutil, sys
-mods = ["botocore", "awscli", "boto3", "pytest", "moto", "flask", "flask_cors", "paho"]
+mods = ["botocore", "awscli", "boto3", "pytest", "moto", "flask", "flask_cors", "paho", "pymodbus", "serial"]
 missing = [m for m in mods if importlib.util.find_spec(m) is None]
 if shutil.which("moto_server") is None:
     missing.append("moto_server")

@@ -2,6 +2,7 @@
 //! group resources its parameters name, its log, and a cancellation token.
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -156,6 +157,55 @@ impl Context {
     /// A parameter's value (defaults filled in by validation).
     pub fn param(&self, name: &str) -> Option<&str> {
         self.inner.parameters.get(name).map(String::as_str)
+    }
+
+    /// A numeric parameter within `range`; `None` when the group leaves it out and the
+    /// catalog gives no default.
+    pub fn number<T>(&self, name: &str, range: RangeInclusive<T>) -> Result<Option<T>, String>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display,
+    {
+        let Some(v) = self.param(name) else {
+            return Ok(None);
+        };
+        v.trim()
+            .parse::<T>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .map(Some)
+            .ok_or_else(|| {
+                format!(
+                    "{name}: {v:?} must be a number from {} to {}",
+                    range.start(),
+                    range.end()
+                )
+            })
+    }
+
+    /// The character device that `path_param` gives, checked to be the local device
+    /// resource that `resource_param` names and to exist now.
+    pub fn device_path(&self, path_param: &str, resource_param: &str) -> Result<PathBuf, String> {
+        let path = self
+            .param(path_param)
+            .ok_or_else(|| format!("{path_param} is required"))?;
+        match self.resource(resource_param) {
+            Some(LocalResource::Device { source_path }) if source_path.as_os_str() == path => {}
+            Some(_) => {
+                return Err(format!(
+                    "{resource_param} must name the local device resource whose source path is {path}"
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "{resource_param} must name a local device resource"
+                ));
+            }
+        }
+        let meta = std::fs::metadata(path).map_err(|e| format!("{path}: {e}"))?;
+        if !std::os::unix::fs::FileTypeExt::is_char_device(&meta.file_type()) {
+            return Err(format!("{path} is not a character device"));
+        }
+        Ok(PathBuf::from(path))
     }
 
     /// The resource a `*-ResourceId` parameter names.

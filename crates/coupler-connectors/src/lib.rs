@@ -11,6 +11,7 @@ pub mod context;
 pub mod defender_metrics;
 pub mod device_defender;
 pub mod host;
+pub mod modbus_rtu;
 pub mod registry;
 pub mod serial_stream;
 

@@ -1,9 +1,13 @@
 //! The connectors this core runs.
 
-use crate::{Kind, device_defender, serial_stream};
+use crate::{Kind, device_defender, modbus_rtu, serial_stream};
 
 /// Every connector kind, by name.
-pub static KINDS: &[&Kind] = &[&serial_stream::KIND, &device_defender::KIND];
+pub static KINDS: &[&Kind] = &[
+    &serial_stream::KIND,
+    &device_defender::KIND,
+    &modbus_rtu::KIND,
+];
 
 /// The kind that runs `name` at `version`.
 pub fn kind(name: &str, version: u32) -> Option<&'static Kind> {

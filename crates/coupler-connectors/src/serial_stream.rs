@@ -15,7 +15,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_serial::{SerialPortBuilderExt, SerialStream as Port};
 use tracing::Level;
 
-use crate::context::LocalResource;
 use crate::{BoxFuture, Connector, ConnectorError, Context, Kind};
 
 pub static KIND: Kind = Kind {
@@ -94,44 +93,17 @@ fn flag(ctx: &Context, name: &str) -> Result<bool, String> {
     }
 }
 
+/// A required numeric parameter.
 fn number<T>(ctx: &Context, name: &str, range: std::ops::RangeInclusive<T>) -> Result<T, String>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display,
 {
-    let v = ctx
-        .param(name)
-        .ok_or_else(|| format!("{name} is required"))?;
-    v.parse::<T>()
-        .ok()
-        .filter(|n| range.contains(n))
-        .ok_or_else(|| {
-            format!(
-                "{name}: {v:?} must be a number from {} to {}",
-                range.start(),
-                range.end()
-            )
-        })
+    ctx.number(name, range)?
+        .ok_or_else(|| format!("{name} is required"))
 }
 
 fn build(ctx: &Context) -> Result<Box<dyn Connector>, String> {
-    let port = ctx
-        .param("SerialPort")
-        .ok_or("SerialPort is required")?
-        .to_owned();
-    match ctx.resource("SerialPort-ResourceId") {
-        Some(LocalResource::Device { source_path }) if source_path.as_os_str() == port.as_str() => {
-        }
-        Some(_) => {
-            return Err(format!(
-                "SerialPort-ResourceId must name the local device resource whose source path is {port}"
-            ));
-        }
-        None => return Err("SerialPort-ResourceId must name a local device resource".into()),
-    }
-    let meta = std::fs::metadata(&port).map_err(|e| format!("serial port {port}: {e}"))?;
-    if !std::os::unix::fs::FileTypeExt::is_char_device(&meta.file_type()) {
-        return Err(format!("serial port {port} is not a character device"));
-    }
+    let port = ctx.device_path("SerialPort", "SerialPort-ResourceId")?;
     let parity = match ctx.param("Parity").unwrap_or("N") {
         "" | "N" | "n" => tokio_serial::Parity::None,
         "E" | "e" => tokio_serial::Parity::Even,
@@ -158,7 +130,8 @@ fn build(ctx: &Context) -> Result<Box<dyn Connector>, String> {
     } else {
         None
     };
-    let suffix = port.trim_start_matches('/');
+    let suffix = port.to_string_lossy();
+    let suffix = suffix.trim_start_matches('/');
     let thing = ctx.core_thing();
     Ok(Box::new(SerialStream {
         baud: number(ctx, "BaudRate", 110..=230_400)?,
@@ -170,7 +143,7 @@ fn build(ctx: &Context) -> Result<Box<dyn Connector>, String> {
         write_topic: format!("serial/{thing}/write/{suffix}"),
         status_topic: format!("serial/{thing}/status/{suffix}"),
         response_topic: format!("serial/{thing}/read_response/{suffix}"),
-        port: port.into(),
+        port,
     }))
 }
 

@@ -147,6 +147,10 @@ pub struct ParameterSpec {
     /// A documentation inconsistency worth knowing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Added by Coupler, not in the Greengrass connector: optional, and a group written for
+    /// Greengrass never needs it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub extension: bool,
 }
 
 /// An input or output topic filter.

@@ -17,19 +17,18 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
 use bytes::{BufMut, BytesMut};
-use coupler_api::client::Client;
-use rmqtt_codec::types::{Publish, QoS};
+use rmqtt_codec::types::QoS;
 use rmqtt_codec::v3;
-use serde_json::{Value, json};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_util::codec::{Decoder, Encoder};
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+use tokio_util::codec::Decoder;
 
 const KEY: &str = "AKIAMQTTBENCH0000001";
 const SECRET: &str = "mqtt/bench/secret/00000000000000000000000";
@@ -38,8 +37,10 @@ const PAYLOAD: usize = 64;
 const WINDOW: usize = 32;
 const FAN: usize = 100;
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+#[path = "../tests/support/mqtt_client.rs"]
+mod mqtt_client;
+
+use mqtt_client::{Api, Conn, Tls};
 
 /// Where a broker listens and how to reach it.
 struct Target {
@@ -47,115 +48,6 @@ struct Target {
     pid: u32,
     plain: SocketAddr,
     tls: SocketAddr,
-}
-
-#[derive(Clone)]
-struct Tls {
-    certs: PathBuf,
-    ca: Arc<rustls::RootCertStore>,
-}
-
-impl Tls {
-    fn config(&self, thing: &str) -> Arc<rustls::ClientConfig> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(self.certs.join(format!("{thing}.cert.pem")))
-                .expect("device cert")
-                .map(|c| c.expect("pem"))
-                .collect();
-        let key = PrivateKeyDer::from_pem_file(self.certs.join(format!("{thing}.private.key")))
-            .expect("device key");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        Arc::new(
-            rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("versions")
-                .with_root_certificates(self.ca.clone())
-                .with_client_auth_cert(chain, key)
-                .expect("client cert"),
-        )
-    }
-}
-
-/// A connected client: framed MQTT 3.1.1 over plain TCP or TLS.
-struct Conn {
-    io: Box<dyn Io>,
-    codec: v3::Codec,
-    rbuf: BytesMut,
-    wbuf: BytesMut,
-}
-
-impl Conn {
-    async fn open(addr: SocketAddr, tls: Option<&Tls>, id: &str) -> Conn {
-        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        tcp.set_nodelay(true).expect("nodelay");
-        let io: Box<dyn Io> = match tls {
-            None => Box::new(tcp),
-            Some(t) => {
-                let connector = tokio_rustls::TlsConnector::from(t.config(id));
-                let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-                Box::new(connector.connect(name, tcp).await.expect("TLS handshake"))
-            }
-        };
-        let mut c = Conn {
-            io,
-            codec: v3::Codec::new(0),
-            rbuf: BytesMut::with_capacity(64 * 1024),
-            wbuf: BytesMut::with_capacity(64 * 1024),
-        };
-        c.put(v3::Packet::Connect(Box::new(v3::Connect {
-            client_id: id.into(),
-            keep_alive: 60,
-            clean_session: true,
-            ..v3::Connect::default()
-        })));
-        c.flush().await;
-        match c.next().await {
-            v3::Packet::ConnectAck(a)
-                if a.return_code == v3::ConnectAckReason::ConnectionAccepted =>
-            {
-                c
-            }
-            other => panic!("{id}: CONNECT refused: {other:?}"),
-        }
-    }
-
-    fn put(&mut self, p: v3::Packet) {
-        self.codec.encode(p, &mut self.wbuf).expect("encode");
-    }
-
-    async fn flush(&mut self) {
-        if !self.wbuf.is_empty() {
-            self.io.write_all(&self.wbuf).await.expect("write");
-            self.io.flush().await.expect("flush");
-            self.wbuf.clear();
-        }
-    }
-
-    async fn next(&mut self) -> v3::Packet {
-        loop {
-            if let Some((p, _)) = self.codec.decode(&mut self.rbuf).expect("decode") {
-                return p;
-            }
-            if self.io.read_buf(&mut self.rbuf).await.expect("read") == 0 {
-                panic!("connection closed by the broker");
-            }
-        }
-    }
-
-    async fn subscribe(&mut self, filter: &str, qos: QoS) {
-        self.put(v3::Packet::Subscribe {
-            packet_id: std::num::NonZeroU16::MIN,
-            topic_filters: vec![(filter.into(), qos)],
-        });
-        self.flush().await;
-        match self.next().await {
-            v3::Packet::SubscribeAck { status, .. }
-                if matches!(status[0], v3::SubscribeReturnCode::Success(_)) => {}
-            other => panic!("SUBSCRIBE {filter} refused: {other:?}"),
-        }
-    }
 }
 
 fn nanos(base: Instant) -> u64 {
@@ -166,16 +58,7 @@ fn publish_packet(topic: &str, qos: QoS, id: u16, stamp: u64) -> v3::Packet {
     let mut payload = BytesMut::with_capacity(PAYLOAD);
     payload.put_u64(stamp);
     payload.resize(PAYLOAD, 0xAB);
-    v3::Packet::Publish(Box::new(Publish {
-        dup: false,
-        retain: false,
-        qos,
-        topic: topic.into(),
-        packet_id: (qos != QoS::AtMostOnce)
-            .then(|| std::num::NonZeroU16::new(id.max(1)).expect("id")),
-        payload: payload.freeze(),
-        properties: None,
-    }))
+    mqtt_client::publish(topic, qos, id, payload.freeze())
 }
 
 /// Send `count` messages; `pace` spreads them at a fixed rate, otherwise as fast as the
@@ -491,25 +374,10 @@ fn start_coupler(dir: &Path) -> (Child, String, SocketAddr, SocketAddr) {
     )
 }
 
-fn call(
-    client: &Client,
-    rt: &tokio::runtime::Runtime,
-    method: Method,
-    path: &str,
-    body: Value,
-) -> Value {
-    rt.block_on(client.call(method, path, Some(&body)))
-        .unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
 /// Deploy the bench group (publishers and subscribers as devices, the three shapes'
 /// subscriptions) and issue every device a certificate.
 fn deploy(base: &str, certs: &Path) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    let client = Client::new(base, KEY, SECRET, "us-east-1").expect("client");
+    let api = Api::new(base, KEY, SECRET);
     let thing = |n: &str| format!("{ACCOUNT_THING}{n}");
     let mut devices = Vec::new();
     for i in 0..FAN {
@@ -527,64 +395,26 @@ fn deploy(base: &str, certs: &Path) {
         subs.push(json!({"Id": format!("out{i}"), "Source": thing("pub-0"), "Subject": "bench/fanout", "Target": thing(&format!("sub-{i}"))}));
         subs.push(json!({"Id": format!("in{i}"), "Source": thing(&format!("pub-{i}")), "Subject": "bench/fanin/+", "Target": thing("sub-0")}));
     }
-    let create = |kind: &str, v: Value| {
-        call(
-            &client,
-            &rt,
-            Method::POST,
-            &format!("/greengrass/definition/{kind}"),
-            json!({"InitialVersion": v}),
-        )["LatestVersionArn"]
-            .clone()
-    };
-    let core = create(
-        "cores",
-        json!({"Cores": [{"Id": "core", "ThingArn": thing("core"), "CertificateArn": "arn:aws:iot:us-east-1:123456789012:cert/c0ffee"}]}),
+    let (gid, vid) = api.group(
+        "mqtt-bench",
+        &[
+            (
+                "cores",
+                json!({"Cores": [{"Id": "core", "ThingArn": thing("core"), "CertificateArn": "arn:aws:iot:us-east-1:123456789012:cert/c0ffee"}]}),
+            ),
+            ("devices", json!({ "Devices": devices })),
+            ("subscriptions", json!({ "Subscriptions": subs })),
+        ],
     );
-    let dev = create("devices", json!({ "Devices": devices }));
-    let sub = create("subscriptions", json!({ "Subscriptions": subs }));
-    let group = call(
-        &client,
-        &rt,
-        Method::POST,
-        "/greengrass/groups",
-        json!({"Name": "mqtt-bench", "InitialVersion": {
-        "CoreDefinitionVersionArn": core, "DeviceDefinitionVersionArn": dev, "SubscriptionDefinitionVersionArn": sub}}),
-    );
-    let gid = group["Id"].as_str().expect("Id").to_owned();
-    let vid = group["LatestVersion"].as_str().expect("version").to_owned();
-    let d = call(
-        &client,
-        &rt,
-        Method::POST,
-        &format!("/greengrass/groups/{gid}/deployments"),
-        json!({"DeploymentType": "NewDeployment", "GroupVersionId": vid}),
-    );
-    let did = d["DeploymentId"].as_str().expect("DeploymentId").to_owned();
-    loop {
-        let s = rt
-            .block_on(client.call(
-                Method::GET,
-                &format!("/greengrass/groups/{gid}/deployments/{did}/status"),
-                None,
-            ))
-            .expect("status");
-        match s["DeploymentStatus"].as_str() {
-            Some("Success") => break,
-            Some("InProgress") | Some("Building") => std::thread::sleep(Duration::from_millis(20)),
-            other => panic!("deployment {other:?}: {s}"),
-        }
-    }
+    api.deploy(&gid, &vid);
     std::fs::create_dir_all(certs).expect("certs dir");
     for i in 0..FAN {
         for role in ["pub", "sub"] {
             let name = format!("{role}-{i}");
-            let c = call(
-                &client,
-                &rt,
+            let c = api.call(
                 Method::POST,
                 "/coupler/device-certificates",
-                json!({"ThingName": name, "GroupId": gid}),
+                Some(&json!({"ThingName": name, "GroupId": gid})),
             );
             std::fs::write(
                 certs.join(format!("{name}.cert.pem")),

@@ -267,6 +267,9 @@ fn describe(catalog: &Catalog, name: &str, version: Option<u32>, json: bool) -> 
         if let Some(r) = &p.resource {
             facts.push(format!("names {}", r.kind.describe()));
         }
+        if p.extension {
+            facts.push("Coupler extension".into());
+        }
         println!("    {} ({})", p.name, facts.join("; "));
         println!("        {}", p.description);
     }
