@@ -155,3 +155,105 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Everything a Secrets Manager request can fail with, sent in the AWS JSON 1.1 form:
+/// status 400 (500 for our own faults), `x-amzn-ErrorType`, and a body
+/// `{"__type": "...", "message": "..."}` (botocore's JSON parser reads `__type`).
+///
+/// Messages never carry a secret value: the callers build them from names, ids and stages.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("ResourceNotFoundException: {0}")]
+    ResourceNotFound(String),
+    #[error("ResourceExistsException: {0}")]
+    ResourceExists(String),
+    #[error("InvalidParameterException: {0}")]
+    InvalidParameter(String),
+    #[error("InvalidRequestException: {0}")]
+    InvalidRequest(String),
+    #[error("InvalidNextTokenException: {0}")]
+    InvalidNextToken(String),
+    /// The body is not JSON, or a member has the wrong type.
+    #[error("SerializationException: {0}")]
+    Serialization(String),
+    /// `X-Amz-Target` names no operation of this endpoint.
+    #[error("UnknownOperationException: {0}")]
+    UnknownOperation(String),
+    /// 403: authentication failed.
+    #[error("{0}")]
+    Auth(#[from] AuthError),
+    /// 500: details are logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl SecretsError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::ResourceNotFound(_) => "ResourceNotFoundException",
+            Self::ResourceExists(_) => "ResourceExistsException",
+            Self::InvalidParameter(_) => "InvalidParameterException",
+            Self::InvalidRequest(_) => "InvalidRequestException",
+            Self::InvalidNextToken(_) => "InvalidNextTokenException",
+            Self::Serialization(_) => "SerializationException",
+            Self::UnknownOperation(_) => "UnknownOperationException",
+            Self::Auth(e) => e.error_type(),
+            Self::Internal(_) => "InternalServiceError",
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for SecretsError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+#[derive(Serialize)]
+struct JsonBody<'a> {
+    #[serde(rename = "__type")]
+    kind: &'a str,
+    message: &'a str,
+}
+
+impl IntoResponse for SecretsError {
+    fn into_response(self) -> Response {
+        let code = self.code();
+        let (status, message) = match &self {
+            Self::ResourceNotFound(m)
+            | Self::ResourceExists(m)
+            | Self::InvalidParameter(m)
+            | Self::InvalidRequest(m)
+            | Self::InvalidNextToken(m)
+            | Self::Serialization(m)
+            | Self::UnknownOperation(m) => (StatusCode::BAD_REQUEST, m.clone()),
+            Self::Auth(e) => (
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN),
+                e.message(),
+            ),
+            Self::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal server error".to_owned(),
+                )
+            }
+        };
+        let body = serde_json::to_vec(&JsonBody {
+            kind: code,
+            message: &message,
+        })
+        .unwrap_or_default();
+        let mut res = (status, body).into_response();
+        let headers = res.headers_mut();
+        headers.insert("x-amzn-ErrorType", HeaderValue::from_static(code));
+        headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static(JSON_1_1),
+        );
+        res
+    }
+}
+
+/// The content type of AWS JSON 1.1 requests and answers.
+pub const JSON_1_1: &str = "application/x-amz-json-1.1";

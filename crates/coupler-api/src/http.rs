@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use coupler_model::arn::DefinitionKind;
 use serde_json::Value;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, JSON_1_1, SecretsError};
 use crate::service::{Raw, Service};
 use crate::sigv4;
 use crate::wire::Page;
@@ -409,6 +409,58 @@ async fn tags(State(s): St, Path(arn): Path<String>, req: Request) -> Response {
     }
 }
 
+// ---- AWS JSON 1.1 (Secrets Manager) -----------------------------------------------------
+
+/// The signing name and `X-Amz-Target` prefix of the Secrets Manager operations.
+const SECRETS_MANAGER: &str = "secretsmanager";
+
+fn amz_target(headers: &HeaderMap) -> Option<&str> {
+    headers.get("x-amz-target").and_then(|v| v.to_str().ok())
+}
+
+/// `POST /` with `X-Amz-Target: secretsmanager.<Operation>`: the JSON 1.1 protocol.
+async fn json_target(
+    State(s): St,
+    verified: Option<axum::Extension<sigv4::Verified>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(operation) =
+        amz_target(&headers).and_then(|t| t.strip_prefix(SECRETS_MANAGER)?.strip_prefix('.'))
+    else {
+        return SecretsError::UnknownOperation(
+            "X-Amz-Target names no operation of this endpoint.".into(),
+        )
+        .into_response();
+    };
+    // AWS refuses a signature made for another service; the REST operations predate this
+    // check and keep their behaviour.
+    if let Some(axum::Extension(v)) = &verified
+        && v.service != SECRETS_MANAGER
+    {
+        return SecretsError::Auth(sigv4::AuthError::InvalidCredentialScope {
+            problems: vec![sigv4::ScopeProblem::Service {
+                expected: SECRETS_MANAGER.into(),
+            }],
+        })
+        .into_response();
+    }
+    let result = s
+        .service
+        .secrets()
+        .and_then(|secrets| secrets.dispatch(operation, &body));
+    let mut res = match result
+        .and_then(|v| serde_json::to_vec(&v).map_err(|e| SecretsError::Internal(e.to_string())))
+    {
+        Ok(bytes) => ([(header::CONTENT_TYPE, JSON_1_1)], bytes).into_response(),
+        Err(e) => e.into_response(),
+    };
+    if let Ok(id) = axum::http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        res.headers_mut().insert("x-amzn-RequestId", id);
+    }
+    res
+}
+
 // ---- not supported --------------------------------------------------------------------
 
 async fn unsupported(req: Request) -> Response {
@@ -435,7 +487,7 @@ async fn method_not_allowed() -> Response {
 
 /// Read the body (bounded), check the signature, and hand the request on.
 async fn authenticate(State(s): St, req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(_) => {
@@ -459,9 +511,19 @@ async fn authenticate(State(s): St, req: Request, next: Next) -> Response {
                 .map(|k| k.secret_access_key.clone())
         };
         let skew = time::Duration::try_from(MAX_CLOCK_SKEW).unwrap_or(time::Duration::minutes(5));
-        if let Err(e) = sigv4::verify(&signed, secret_for, time::OffsetDateTime::now_utc(), skew) {
-            tracing::warn!(path = %parts.uri.path(), error = %e, "request refused");
-            return ApiError::Auth(e).into_response();
+        match sigv4::verify(&signed, secret_for, time::OffsetDateTime::now_utc(), skew) {
+            Ok(verified) => {
+                // The JSON endpoint checks the signing service name against the target.
+                parts.extensions.insert(verified);
+            }
+            Err(e) => {
+                tracing::warn!(path = %parts.uri.path(), error = %e, "request refused");
+                // Answer in the protocol the client speaks: JSON 1.1 clients read `__type`.
+                if amz_target(&parts.headers).is_some() {
+                    return SecretsError::Auth(e).into_response();
+                }
+                return ApiError::Auth(e).into_response();
+            }
         }
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
@@ -472,6 +534,7 @@ async fn authenticate(State(s): St, req: Request, next: Next) -> Response {
 pub fn router(state: Arc<AppState>) -> Router {
     let defs = "/greengrass/definition/{kind}";
     Router::new()
+        .route("/", post(json_target))
         .route(defs, get(list_definitions).post(create_definition))
         .route(
             &format!("{defs}/{{id}}"),

@@ -8,6 +8,7 @@ pub mod ca;
 pub mod client;
 pub mod error;
 pub mod http;
+pub mod secrets;
 pub mod service;
 pub mod sigv4;
 pub mod store;

@@ -18,7 +18,8 @@ use serde_json::value::RawValue;
 use sha2::Digest;
 
 use crate::ca;
-use crate::error::{ApiError, ApiResult, ErrorDetail};
+use crate::error::{ApiError, ApiResult, ErrorDetail, SecretsError};
+use crate::secrets::{SecretValue, Secrets, SecretsKey};
 use crate::store::{Op, Store};
 use crate::wire::{
     Identity, Page, Taggable, Tags, check_name, check_tags, from_json, new_id, now, to_json,
@@ -31,6 +32,8 @@ pub struct Service {
     write: Mutex<()>,
     /// Notified whenever a deployment is created, so an attached core acts at once.
     deployments: Arc<tokio::sync::Notify>,
+    /// The Secrets Manager operations; absent until a key is given ([`Service::with_secrets`]).
+    secrets: Option<Secrets>,
 }
 
 /// A deployment waiting for the core, with its group resolved.
@@ -437,7 +440,33 @@ impl Service {
             identity,
             write: Mutex::new(()),
             deployments: Arc::new(tokio::sync::Notify::new()),
+            secrets: None,
         }
+    }
+
+    /// Serve the Secrets Manager operations too, sealing values with `key`.
+    pub fn with_secrets(mut self, key: SecretsKey) -> Self {
+        self.secrets = Some(Secrets::new(self.store.clone(), self.identity.clone(), key));
+        self
+    }
+
+    /// The Secrets Manager operations, if this service has a secrets key.
+    pub fn secrets(&self) -> Result<&Secrets, SecretsError> {
+        self.secrets.as_ref().ok_or_else(|| {
+            SecretsError::InvalidRequest(
+                "Secrets Manager is not enabled on this control plane (no secrets key).".into(),
+            )
+        })
+    }
+
+    /// A secret's value at `stage` (AWSCURRENT if `None`), by name, ARN or partial ARN, for
+    /// the core's deployment agent; `None` if the secret or the stage does not exist.
+    pub fn secret_value(
+        &self,
+        secret_id: &str,
+        stage: Option<&str>,
+    ) -> Result<Option<SecretValue>, SecretsError> {
+        self.secrets()?.secret_value(secret_id, stage)
     }
 
     /// Notified when a deployment is created.

@@ -226,7 +226,9 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
         );
         (Auth::SigV4(vec![key]), note)
     };
-    let service = Arc::new(Service::new(store, identity.clone()));
+    let secrets_key =
+        coupler_api::secrets::SecretsKey::load_or_create(dir).map_err(|e| e.to_string())?;
+    let service = Arc::new(Service::new(store, identity.clone()).with_secrets(secrets_key));
 
     // The core: a router, the device MQTT server on it, and the agent that applies
     // deployments to both.
