@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import select
 import shutil
 import subprocess
 import sys
@@ -135,8 +136,16 @@ class Bus:
             _stop(proc)
 
     def seen(self, settle: float = 0.2) -> list[tuple[int, int]]:
-        """The requests the peer decoded since the last call, after `settle` seconds."""
+        """The requests the peer decoded since the last call, after `settle` seconds. The
+        peer prints each line before it answers, so once the pipe is empty and the reader
+        has had a moment, every request answered so far is in the queue."""
         time.sleep(settle)
+        if self.peer is not None and self.peer.stdout is not None:
+            deadline = time.monotonic() + 2
+            fd = self.peer.stdout.fileno()
+            while select.select([fd], [], [], 0)[0] and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.02)
         out = []
         while True:
             try:
@@ -488,7 +497,7 @@ def test_unit_2_with_one_shared_memory(core):
 
 def test_every_request_reached_the_bus_once(core, bus):
     """One request frame per request: the connector does not retry a request that succeeded."""
-    bus.seen(0)
+    bus.seen(0.1)  # answers to the test before may still be on their way from the peer
     core.ok(read_hr(0, 1), "once-1")
     core.ok(read_coils(0, 1, device=2), "once-2")
     assert bus.seen() == [(1, 3), (2, 1)]
@@ -551,7 +560,7 @@ def test_an_illegal_address_gets_exception_2(core, bus, request_):
              "WriteMultipleCoilsRequest": 15, "WriteMultipleRegistersRequest": 16,
              "MaskWriteRegisterRequest": 22, "ReadWriteMultipleRegistersRequest": 23}
     fc = codes[request_["operation"]]
-    bus.seen(0)
+    bus.seen(0.1)  # answers to the test before may still be on their way from the peer
     body = core.ask(request_, "exc")
     assert body == {"response": {"status": "fail", "error": "Exception",
                                  "error_message": "Internal Error",
@@ -568,7 +577,7 @@ def test_a_failed_write_changed_nothing(core):
 
 
 def test_an_absent_unit_gets_no_response_after_the_default_timeout(core, bus):
-    bus.seen(0)
+    bus.seen(0.1)  # answers to the test before may still be on their way from the peer
     request = read_hr(0, 1, device=9)
     started = time.monotonic()
     body = core.ask(request, "absent", timeout=10)
@@ -669,7 +678,7 @@ BAD = [
                          ids=[b[0] for b in BAD])
 def test_a_bad_request_is_answered_and_never_reaches_the_bus(core, bus, payload, rid, words,
                                                              echoed):
-    bus.seen(0)
+    bus.seen(0.1)  # answers to the test before may still be on their way from the peer
     core.dev.request(REQUEST, payload)
     body = core.reply_to(rid)
     assert isinstance(body, dict) and set(body) <= {"response", "id"}, body
@@ -689,7 +698,7 @@ def test_a_bad_request_is_answered_and_never_reaches_the_bus(core, bus, payload,
 
 
 def test_a_string_address_gets_the_documented_message(core, bus):
-    bus.seen(0)
+    bus.seen(0.1)  # answers to the test before may still be on their way from the peer
     message = "Invalid address field. Expected <class 'int'>, got <class 'str'>"
     request = read_coils("1", 1)
     assert core.ask(request, "TestRequest") == {
@@ -723,7 +732,7 @@ def test_refusals_are_counted_in_the_metrics(core):
 
 def test_a_repeated_request_still_waiting_is_performed_once(core, bus):
     core.use(ResponseTimeoutMs="300")
-    bus.seen(0)
+    bus.seen(0.1)  # answers to the test before may still be on their way from the peer
     # The bus is busy for 300 ms with a request that nobody answers; meanwhile the same
     # request (same id, same request object) arrives twice, then variations of it.
     blocker = read_hr(0, 1, device=9)
@@ -791,7 +800,7 @@ def test_a_full_queue_refuses_at_once_and_loses_nothing(core, bus):
     four wait; the rest are refused at once and never reach the bus; every request gets
     exactly one answer."""
     core.use(ResponseTimeoutMs="600", RequestQueueSize="4")
-    bus.seen(0)
+    bus.seen(0.1)  # answers to the test before may still be on their way from the peer
     rejected = metric(core.server, REJECTED)
     n = 14
     sent = [core.dev.c.publish(REQUEST, json.dumps({"request": read_hr(0, 1, device=9),
@@ -839,7 +848,7 @@ def test_line_settings_on_both_sides(core, bus, peer_back):
     bus.peer_up("--baud", "19200", "--stopbits", "2")
     core.use(BaudRate="19200", StopBits="2", ByteSize="8", Parity="N",
              InterFrameDelay="100000", ResponseTimeoutMs="1000")
-    bus.seen(0)
+    bus.seen(0.1)  # answers to the test before may still be on their way from the peer
     for i in range(5):
         core.dev.c.publish(REQUEST, json.dumps({"request": read_hr(i, 1), "id": f"s{i}"}), qos=1)
     stamps = []
@@ -931,3 +940,30 @@ def test_versions_1_and_2_answer_in_their_own_words(core, bus, peer_back, versio
     body = core.ask(read_coils("1", 1), f"v{version}-bad")
     assert body["response"]["error_message"] == message, body
     assert body["response"]["payload"] == {"error": message}, body
+
+
+# ---- 9. redeployments -------------------------------------------------------------------------------
+
+
+def test_a_deployment_that_leaves_the_connector_unchanged_keeps_it_running(core, bus, peer_back):
+    """A new group version that changes only a subscription does not restart the connector
+    (its port stays open); one that changes a parameter does."""
+    core.use(3)
+    log = core.server.data_dir / LOG
+    starts = log.read_text().count("starting")
+    parts = group_parts(bus.port)
+    parts["subscriptions"]["Subscriptions"].append(
+        {"Id": "extra", "Source": thing("plc-client"), "Subject": "plc/extra",
+         "Target": "cloud"})
+    assert deploy_boto(core.server, parts, core.group_id)["DeploymentStatus"] == "Success"
+    assert core.ok(read_hr(0, 2), "kept") == {"function_code": 3, "registers": HOLDING[:2]}
+    deadline = time.monotonic() + 5
+    while "keeps running" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    text = log.read_text()
+    assert "keeps running" in text, text[-2000:]
+    assert text.count("starting") == starts, text[-2000:]
+    # A changed parameter is a new instance.
+    core.use(3, ResponseTimeoutMs="2000")
+    assert log.read_text().count("starting") == starts + 1
+    core.use(3)

@@ -40,6 +40,17 @@ pub struct HostConfig {
 struct Running {
     ctx: Context,
     task: JoinHandle<()>,
+    setup: Setup,
+}
+
+/// Everything a connector instance was built from. A deployment that leaves it unchanged
+/// keeps the instance running: no restart, no reopened port, no lost queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Setup {
+    spec: ConnectorSpec,
+    resources: BTreeMap<String, LocalResource>,
+    core_thing: String,
+    loggers: Vec<api::Logger>,
 }
 
 /// One running connector's counters, for `/metrics`.
@@ -171,6 +182,12 @@ impl Host {
                 format!("connector {}: {m}", c.id),
             )
         })?;
+        let setup = Setup {
+            spec: c.clone(),
+            resources: resources.clone(),
+            core_thing: group.core.thing.thing_name().to_owned(),
+            loggers: group.loggers.clone(),
+        };
         let log = Arc::new(SystemLog::at(
             self.config.log_dir.join(format!("{}.log", kind.name)),
         ));
@@ -195,12 +212,23 @@ impl Host {
                 format!("connector {} ({name} version {version}): {m}", c.id),
             )
         })?;
-        Ok((kind, ctx, connector))
+        Ok(Unit {
+            kind,
+            ctx,
+            connector,
+            setup,
+        })
     }
 }
 
-/// A built connector: its kind (to build it again after a crash), context and instance.
-type Unit = (&'static Kind, Context, Box<dyn Connector>);
+/// A built connector: its kind (to build it again after a crash), context, instance, and
+/// what it was built from.
+struct Unit {
+    kind: &'static Kind,
+    ctx: Context,
+    connector: Box<dyn Connector>,
+    setup: Setup,
+}
 
 struct Prepared {
     units: Vec<Unit>,
@@ -249,9 +277,10 @@ impl PreparedUnits for Prepared {
 }
 
 impl Prepared {
-    /// Stop the running connectors (each within the deadline), then start these, in a
-    /// task: a port the old instance holds is free before the new one opens it. Switches
-    /// run one after another, each taking what the one before started.
+    /// Keep the running connectors whose setup is unchanged; stop the others (each within
+    /// the deadline), then start the new ones, in a task: a port an old instance holds is
+    /// free before its successor opens it. Switches run one after another, each taking what
+    /// the one before started.
     fn switch(self) {
         let Prepared {
             units,
@@ -260,7 +289,9 @@ impl Prepared {
         } = self;
         tokio::spawn(async move {
             let _order = switching.lock().await;
-            let old = std::mem::take(&mut *running.lock());
+            let (kept, old): (Vec<_>, Vec<_>) = std::mem::take(&mut *running.lock())
+                .into_iter()
+                .partition(|r| units.iter().any(|u| u.setup == r.setup));
             for r in &old {
                 r.ctx.cancel().cancel();
             }
@@ -268,12 +299,19 @@ impl Prepared {
                 stop(r).await;
             }
             let mut list = running.lock();
-            for (kind, ctx, connector) in units {
+            for u in units {
+                if let Some(r) = kept.iter().find(|r| r.setup == u.setup) {
+                    r.ctx
+                        .log(Level::INFO, "unchanged by the deployment; keeps running");
+                    continue;
+                }
                 list.push(Running {
-                    ctx: ctx.clone(),
-                    task: tokio::spawn(supervise(kind, ctx, connector)),
+                    ctx: u.ctx.clone(),
+                    task: tokio::spawn(supervise(u.kind, u.ctx, u.connector)),
+                    setup: u.setup,
                 });
             }
+            list.extend(kept);
         });
     }
 }

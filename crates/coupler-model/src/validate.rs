@@ -89,7 +89,7 @@ pub struct FunctionSpec {
     pub config: api::FunctionConfiguration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectorSpec {
     pub id: String,
     pub arn: ConnectorArn,
