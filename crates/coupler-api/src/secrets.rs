@@ -8,7 +8,7 @@
 //! so a sealed value cannot be moved to another secret or version). Keeping the versions in
 //! the secret's document makes every stage move one atomic write.
 //!
-//! Values never reach a log or an error message: [`SecretPayload`]'s `Debug` is redacted,
+//! Values never reach a log or an error message: [`SecretValue`]'s `Debug` is redacted,
 //! and decoding errors name the member, never its content.
 
 use std::cmp::Ordering;
@@ -20,6 +20,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use coupler_model::SecretValue;
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -296,41 +297,15 @@ fn now_ms() -> i64 {
 
 // ---- the value, for Rust callers ---------------------------------------------------------
 
-/// A secret value: text (`SecretString`) or bytes (`SecretBinary`). Its `Debug` never shows
-/// the content.
-#[derive(Clone, PartialEq, Eq)]
-pub enum SecretPayload {
-    String(String),
-    Binary(Vec<u8>),
-}
-
-impl std::fmt::Debug for SecretPayload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::String(_) => f.write_str("String(**REDACTED**)"),
-            Self::Binary(_) => f.write_str("Binary(**REDACTED**)"),
-        }
-    }
-}
-
-impl SecretPayload {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Self::String(s) => s.as_bytes(),
-            Self::Binary(b) => b,
-        }
-    }
-}
-
 /// One version of a secret, decrypted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretValue {
+pub struct SecretVersion {
     pub arn: String,
     pub name: String,
     pub version_id: String,
     pub stages: Vec<String>,
     pub created_ms: i64,
-    pub value: SecretPayload,
+    pub value: SecretValue,
 }
 
 // ---- requests ------------------------------------------------------------------------
@@ -430,15 +405,15 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
 }
 
 /// The value in a create or put: exactly one of `SecretString` and `SecretBinary`.
-fn payload(string: Option<String>, binary: Option<String>) -> Result<Option<SecretPayload>> {
+fn payload(string: Option<String>, binary: Option<String>) -> Result<Option<SecretValue>> {
     let value = match (string, binary) {
         (Some(_), Some(_)) => {
             return Err(SecretsError::InvalidParameter(
                 "You can't specify both a binary secret value and a string secret value in the same secret.".into(),
             ));
         }
-        (Some(s), None) => SecretPayload::String(s),
-        (None, Some(b)) => SecretPayload::Binary(BASE64.decode(b.as_bytes()).map_err(|_| {
+        (Some(s), None) => SecretValue::String(s),
+        (None, Some(b)) => SecretValue::Binary(BASE64.decode(b.as_bytes()).map_err(|_| {
             SecretsError::InvalidParameter("SecretBinary is not valid base64.".into())
         })?),
         (None, None) => return Ok(None),
@@ -635,7 +610,7 @@ impl Secrets {
         &self,
         rec: &mut SecretRecord,
         id: &str,
-        value: &SecretPayload,
+        value: &SecretValue,
         stages: &[String],
         now: i64,
     ) -> Result<()> {
@@ -669,27 +644,27 @@ impl Secrets {
             id: id.to_owned(),
             stages,
             created_ms: now,
-            binary: matches!(value, SecretPayload::Binary(_)),
+            binary: matches!(value, SecretValue::Binary(_)),
             sealed,
         });
         rec.last_changed_ms = now;
         Ok(())
     }
 
-    fn decrypt(&self, rec: &SecretRecord, v: &StoredVersion) -> Result<SecretPayload> {
+    fn decrypt(&self, rec: &SecretRecord, v: &StoredVersion) -> Result<SecretValue> {
         let bytes = self.key.open(&aad(&rec.arn, &v.id), &v.sealed)?;
         if v.binary {
-            Ok(SecretPayload::Binary(bytes))
+            Ok(SecretValue::Binary(bytes))
         } else {
             String::from_utf8(bytes)
-                .map(SecretPayload::String)
+                .map(SecretValue::String)
                 .map_err(|_| SecretsError::Internal("a stored SecretString is not UTF-8".into()))
         }
     }
 
     /// A retry with a version id that exists: the same value is the same request (answered
     /// again), a different one is an attempt to change a version.
-    fn same_version(&self, rec: &SecretRecord, id: &str, value: &SecretPayload) -> Result<bool> {
+    fn same_version(&self, rec: &SecretRecord, id: &str, value: &SecretValue) -> Result<bool> {
         let Some(v) = rec.versions.iter().find(|v| v.id == id) else {
             return Ok(false);
         };
@@ -817,8 +792,8 @@ impl Secrets {
         m.insert("Name".into(), json!(v.name));
         m.insert("VersionId".into(), json!(v.version_id));
         match &v.value {
-            SecretPayload::String(s) => m.insert("SecretString".into(), json!(s)),
-            SecretPayload::Binary(b) => m.insert("SecretBinary".into(), json!(BASE64.encode(b))),
+            SecretValue::String(s) => m.insert("SecretString".into(), json!(s)),
+            SecretValue::Binary(b) => m.insert("SecretBinary".into(), json!(BASE64.encode(b))),
         };
         m.insert("VersionStages".into(), json!(v.stages));
         m.insert("CreatedDate".into(), epoch(v.created_ms));
@@ -832,7 +807,7 @@ impl Secrets {
         &self,
         secret_id: &str,
         stage: Option<&str>,
-    ) -> Result<Option<SecretValue>> {
+    ) -> Result<Option<SecretVersion>> {
         match self.value_of(secret_id, None, stage) {
             Ok(v) => Ok(Some(v)),
             Err(SecretsError::ResourceNotFound(_)) => Ok(None),
@@ -845,7 +820,7 @@ impl Secrets {
         secret_id: &str,
         version_id: Option<&str>,
         stage: Option<&str>,
-    ) -> Result<SecretValue> {
+    ) -> Result<SecretVersion> {
         let _guard = self.write.lock();
         let mut rec = self.find_or_fail(secret_id)?;
         if rec.is_deleted() {
@@ -881,7 +856,7 @@ impl Secrets {
             rec.last_accessed_ms = Some(today);
             self.save(&rec)?;
         }
-        Ok(SecretValue {
+        Ok(SecretVersion {
             arn: rec.arn,
             name: rec.name,
             version_id: v.id,
@@ -1178,10 +1153,7 @@ mod tests {
             )
             .unwrap();
             let v = s.secret_value("db", None).unwrap().unwrap();
-            assert_eq!(
-                v.value,
-                SecretPayload::Binary(b"BINARY-MARKER-0815".to_vec())
-            );
+            assert_eq!(v.value, SecretValue::Binary(b"BINARY-MARKER-0815".to_vec()));
         }
         let mut bytes = Vec::new();
         for entry in std::fs::read_dir(dir.path()).unwrap() {
@@ -1210,7 +1182,7 @@ mod tests {
         assert!(suffix.chars().all(|c| c.is_ascii_alphanumeric()));
         for id in [arn, "greengrass-x", prefix.trim_end_matches('-')] {
             let v = s.secret_value(id, None).unwrap().unwrap();
-            assert_eq!(v.value, SecretPayload::String("v".into()));
+            assert_eq!(v.value, SecretValue::String("v".into()));
         }
         let wrong = format!("{prefix}AAAAAA");
         assert!(s.secret_value(&wrong, None).unwrap().is_none());
@@ -1250,7 +1222,7 @@ mod tests {
         .unwrap();
         assert_eq!(p["VersionStages"], json!(["AWSPENDING", "blue"]));
         let v = s.secret_value("n", None).unwrap().unwrap();
-        assert_eq!(v.value, SecretPayload::String("two".into()));
+        assert_eq!(v.value, SecretValue::String("two".into()));
         let v = s.secret_value("n", Some("blue")).unwrap().unwrap();
         assert_eq!(v.version_id, token(3));
         assert!(s.secret_value("n", Some("green")).unwrap().is_none());
@@ -1471,7 +1443,7 @@ mod tests {
             call(&s, "RotateSecret", json!({})),
             Err(SecretsError::UnknownOperation(_))
         ));
-        let v = SecretPayload::String("s3cr3t".into());
+        let v = SecretValue::String("s3cr3t".into());
         assert!(!format!("{v:?}").contains("s3cr3t"));
     }
 }

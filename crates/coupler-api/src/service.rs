@@ -19,7 +19,7 @@ use sha2::Digest;
 
 use crate::ca;
 use crate::error::{ApiError, ApiResult, ErrorDetail, SecretsError};
-use crate::secrets::{SecretValue, Secrets, SecretsKey};
+use crate::secrets::{SecretVersion, Secrets, SecretsKey};
 use crate::store::{Op, Store};
 use crate::wire::{
     Identity, Page, Taggable, Tags, check_name, check_tags, from_json, new_id, now, to_json,
@@ -465,7 +465,7 @@ impl Service {
         &self,
         secret_id: &str,
         stage: Option<&str>,
-    ) -> Result<Option<SecretValue>, SecretsError> {
+    ) -> Result<Option<SecretVersion>, SecretsError> {
         self.secrets()?.secret_value(secret_id, stage)
     }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use coupler_model::topic::TopicError;
-use coupler_model::{Entity, TopicName};
+use coupler_model::{Entity, SecretValue, TopicName};
 use coupler_router::{Inbox, InboxConfig, Message, RouteReport, Router};
 use coupler_runtime::logs::SystemLog;
 use tokio_util::sync::CancellationToken;
@@ -25,9 +25,20 @@ pub enum LocalResource {
         source_path: PathBuf,
         destination_path: PathBuf,
     },
-    /// A secret (`SecretsManagerSecretResourceData`): its ARN. Its value comes from the
-    /// core's local secret store, which arrives with the secrets issue.
-    Secret { arn: String },
+    /// A secret (`SecretsManagerSecretResourceData`), resolved at deployment: its
+    /// `AWSCURRENT` value and those of its `AdditionalStagingLabelsToDownload`.
+    Secret {
+        arn: String,
+        current: SecretValue,
+        staged: BTreeMap<String, SecretValue>,
+    },
+}
+
+/// Where the host finds the values of a group's secret resources at deployment.
+pub trait SecretSource: Send + Sync {
+    /// The value of the secret `arn` at `stage`; `Ok(None)` when there is no such secret or
+    /// stage. An error must not quote the value.
+    fn value(&self, arn: &str, stage: &str) -> Result<Option<SecretValue>, String>;
 }
 
 /// Where a connector's messages go: the router, or a test's channel.
@@ -206,6 +217,14 @@ impl Context {
             return Err(format!("{path} is not a character device"));
         }
         Ok(PathBuf::from(path))
+    }
+
+    /// The current value of the secret resource that `resource_param` names.
+    pub fn secret(&self, resource_param: &str) -> Option<&SecretValue> {
+        match self.resource(resource_param)? {
+            LocalResource::Secret { current, .. } => Some(current),
+            _ => None,
+        }
     }
 
     /// The resource a `*-ResourceId` parameter names.

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Level;
 
-use crate::context::{Context, LocalResource, Parts};
+use crate::context::{Context, LocalResource, Parts, SecretSource};
 use crate::{Connector, Kind, registry};
 
 /// How long a connector has to stop before it is aborted.
@@ -35,6 +35,15 @@ pub struct HostConfig {
     /// Run connectors whose mode is GreengrassContainer without isolation. Only by the
     /// operator's explicit choice: this core cannot isolate yet.
     pub allow_uncontained: bool,
+    /// Where secret resources get their values; without one, a connector that names a
+    /// secret resource fails its deployment.
+    pub secrets: Option<Arc<dyn SecretSource>>,
+}
+
+impl std::fmt::Debug for dyn SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretSource")
+    }
 }
 
 struct Running {
@@ -108,6 +117,7 @@ impl Host {
     }
 
     fn resources(
+        &self,
         c: &ConnectorSpec,
         group: &ValidatedGroup,
     ) -> Result<BTreeMap<String, LocalResource>, String> {
@@ -138,10 +148,12 @@ impl Host {
                     source_path: s.into(),
                     destination_path: d.into(),
                 }
-            } else if let Some(api::SecretsManagerSecretResourceData { arn: Some(arn), .. }) =
-                &data.secrets_manager_secret_resource_data
+            } else if let Some(api::SecretsManagerSecretResourceData {
+                arn: Some(arn),
+                additional_staging_labels_to_download: labels,
+            }) = &data.secrets_manager_secret_resource_data
             {
-                LocalResource::Secret { arn: arn.clone() }
+                self.secret(&r.id, arn, labels.as_deref().unwrap_or_default())?
             } else {
                 // Machine-learning models arrive with their issue.
                 continue;
@@ -149,6 +161,34 @@ impl Host {
             out.insert(param.clone(), resource);
         }
         Ok(out)
+    }
+
+    /// A secret resource with its values, fetched now: a connector never starts without
+    /// the secret it was given.
+    fn secret(&self, id: &str, arn: &str, labels: &[String]) -> Result<LocalResource, String> {
+        let source = self.config.secrets.as_ref().ok_or_else(|| {
+            format!("secret resource {id:?} ({arn}): this core has no secret store")
+        })?;
+        let fetch = |stage: &str| {
+            source
+                .value(arn, stage)
+                .map_err(|e| format!("secret resource {id:?} ({arn}), stage {stage}: {e}"))?
+                .ok_or_else(|| {
+                    format!(
+                        "secret resource {id:?}: {arn} has no {stage} value in the secret store"
+                    )
+                })
+        };
+        let current = fetch("AWSCURRENT")?;
+        let staged = labels
+            .iter()
+            .map(|l| Ok((l.clone(), fetch(l)?)))
+            .collect::<Result<_, String>>()?;
+        Ok(LocalResource::Secret {
+            arn: arn.to_owned(),
+            current,
+            staged,
+        })
     }
 
     fn build(
@@ -176,7 +216,7 @@ impl Host {
                 ),
             ));
         }
-        let resources = Self::resources(c, group).map_err(|m| {
+        let resources = self.resources(c, group).map_err(|m| {
             (
                 "ConnectorStartFailed".into(),
                 format!("connector {}: {m}", c.id),

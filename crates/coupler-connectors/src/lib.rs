@@ -7,19 +7,26 @@
 //! under a supervisor that restarts it with backoff, and stops it within a deadline.
 //! See `docs/specs/connector.md` for how to write one.
 
+pub mod aws;
+pub mod cloudwatch;
 pub mod context;
 pub mod defender_metrics;
 pub mod device_defender;
+pub mod firehose;
 pub mod host;
+pub mod http;
 pub mod modbus_rtu;
 pub mod registry;
 pub mod serial_stream;
+pub mod sns;
+pub mod twilio;
 
 use std::future::Future;
 use std::ops::RangeInclusive;
 use std::pin::Pin;
 
-pub use context::{Context, LocalResource, Parts, TestHandle};
+pub use context::{Context, LocalResource, Parts, SecretSource, TestHandle};
+pub use coupler_model::SecretValue;
 
 /// A boxed future, as a trait object's method returns it.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;

@@ -1,12 +1,16 @@
 //! The connectors this core runs.
 
-use crate::{Kind, device_defender, modbus_rtu, serial_stream};
+use crate::{Kind, cloudwatch, device_defender, firehose, modbus_rtu, serial_stream, sns, twilio};
 
 /// Every connector kind, by name.
 pub static KINDS: &[&Kind] = &[
     &serial_stream::KIND,
     &device_defender::KIND,
     &modbus_rtu::KIND,
+    &twilio::KIND,
+    &sns::KIND,
+    &firehose::KIND,
+    &cloudwatch::KIND,
 ];
 
 /// The kind that runs `name` at `version`.

@@ -16,10 +16,12 @@ pub mod arn;
 pub mod bundle;
 pub mod catalog;
 pub mod entity;
+pub mod secret;
 pub mod topic;
 pub mod validate;
 
 pub use bundle::GroupBundle;
 pub use entity::{Entity, EntityKind};
+pub use secret::SecretValue;
 pub use topic::{TopicFilter, TopicName};
 pub use validate::{Options, Problem, ValidatedGroup, validate};

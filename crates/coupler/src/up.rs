@@ -252,6 +252,7 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
             log_dir: dir.join(format!("ggc/var/log/user/{}/aws", args.region)),
             region: args.region.clone(),
             allow_uncontained: args.allow_uncontained_connectors,
+            secrets: Some(Arc::new(ControlPlaneSecrets(service.clone()))),
         },
     ));
     let agent = Arc::new(
@@ -698,5 +699,22 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+/// Secret resources take their values from this process's control-plane secret store,
+/// where they are kept encrypted.
+struct ControlPlaneSecrets(Arc<Service>);
+
+impl coupler_connectors::SecretSource for ControlPlaneSecrets {
+    fn value(
+        &self,
+        arn: &str,
+        stage: &str,
+    ) -> Result<Option<coupler_connectors::SecretValue>, String> {
+        self.0
+            .secret_value(arn, Some(stage))
+            .map(|v| v.map(|v| v.value))
+            .map_err(|e| e.to_string())
     }
 }
