@@ -135,10 +135,10 @@ def test_coupler_deploy_and_status(own_server):
     assert groups["sensor-to-cloud"] in status.stdout, status.stdout
     assert "subscriptions: 2" in status.stdout, status.stdout
 
-    # The seed example needs connectors and a function this build cannot run: exit 1, reasons.
+    # The seed example needs a Lambda function this build cannot run: exit 1, reasons.
     bad = run("deploy", str(repo / "examples/modbus-twilio.yaml"))
     assert bad.returncode == 1, bad.stdout + bad.stderr
-    assert "Failure" in bad.stdout and "cannot run on this core yet" in bad.stdout, bad.stdout
+    assert "Failure" in bad.stdout and "no Lambda runtime" in bad.stdout, bad.stdout
     assert health(core)["activeGroup"] == groups["sensor-to-cloud"]
 
     # The core's log, in Greengrass's line format, has both outcomes.
@@ -146,7 +146,7 @@ def test_coupler_deploy_and_status(own_server):
     assert logs.returncode == 0, logs.stderr
     assert "][INFO]-deployment succeeded\t{" in logs.stdout, logs.stdout
     assert "of type NewDeployment for group" in logs.stdout, logs.stdout
-    assert "failed error: connector" in logs.stdout, logs.stdout
+    assert "failed error: function" in logs.stdout, logs.stdout
 
     # Deploying the same name again adds a version to the same group.
     again = run("deploy", str(repo / "examples/sensor-to-cloud.yaml"))

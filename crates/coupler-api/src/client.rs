@@ -53,6 +53,9 @@ impl Client {
             .strip_prefix("http://")
             .ok_or_else(|| format!("{base:?}: only http:// endpoints are supported"))?
             .to_owned();
+        // reqwest's TLS (enabled in the build for the service connectors) needs a crypto
+        // provider even for plain HTTP; ring is the core's one provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Ok(Self {
             http: reqwest::Client::new(),
             base,

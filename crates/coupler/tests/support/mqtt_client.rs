@@ -134,6 +134,13 @@ impl Conn {
         }
     }
 
+    /// The next packet if the broker has already sent it (or is sending it now); `None` at
+    /// once otherwise. Nothing is lost when it returns `None`.
+    pub async fn ready(&mut self) -> Option<v3::Packet> {
+        // `next` keeps partial packets in `rbuf`, so cancelling it loses nothing.
+        tokio::time::timeout(Duration::ZERO, self.next()).await.ok()
+    }
+
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) {
         self.put(v3::Packet::Subscribe {
             packet_id: std::num::NonZeroU16::MIN,
