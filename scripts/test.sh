@@ -46,6 +46,7 @@ if [ -z "${SKIP_BENCH:-}" ]; then
   cargo bench --locked -p coupler --bench core
   cargo bench --locked -p coupler --bench mqtt
   cargo bench --locked -p coupler --bench modbus
+  cargo bench --locked -p coupler --bench firehose
   cargo bench --locked -p coupler-connectors --bench connectors
 fi
 

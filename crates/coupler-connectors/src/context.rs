@@ -290,6 +290,11 @@ impl Context {
         self.inner.restarts.load(Ordering::Relaxed)
     }
 
+    /// Mark the inbox as consumed for as long as the guard lives (while `run` runs).
+    pub(crate) fn attach(&self) -> coupler_router::Attached {
+        self.inner.inbox.attach()
+    }
+
     pub(crate) fn count_restart(&self) {
         self.inner.restarts.fetch_add(1, Ordering::Relaxed);
     }

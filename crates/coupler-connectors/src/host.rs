@@ -392,7 +392,9 @@ async fn supervise(kind: &'static Kind, ctx: Context, first: Box<dyn Connector>)
         };
         let started = tokio::time::Instant::now();
         // Its own task, so that a panic is caught here and not in the core.
+        let attached = ctx.attach();
         let outcome = tokio::spawn(connector.run(ctx.clone())).await;
+        drop(attached);
         if ctx.cancel().is_cancelled() {
             ctx.log(Level::INFO, "stopped");
             return;

@@ -28,6 +28,21 @@ use std::pin::Pin;
 pub use context::{Context, LocalResource, Parts, SecretSource, TestHandle};
 pub use coupler_model::SecretValue;
 
+/// The router inbox of a connector: Greengrass's `maxWorkItemCount` of 1024. While the
+/// connector runs, a sender finding it full waits up to 2 s for room (so a fast device is
+/// slowed to the connector's pace rather than losing what it already had acknowledged),
+/// then the message is dropped and counted. While it is stopped or backing off, the oldest
+/// message gives way.
+pub fn connector_inbox() -> coupler_router::InboxConfig {
+    coupler_router::InboxConfig {
+        capacity: 1024,
+        when_full: coupler_router::WhenFull::BlockWhileAttached {
+            deadline: std::time::Duration::from_secs(2),
+            attached_depth: 1024,
+        },
+    }
+}
+
 /// A boxed future, as a trait object's method returns it.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 

@@ -237,6 +237,10 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
         coupler_model::EntityKind::Device,
         coupler_mqtt::device_inbox(),
     );
+    router_config.per_kind.insert(
+        coupler_model::EntityKind::Connector,
+        coupler_connectors::connector_inbox(),
+    );
     let router = Arc::new(Router::new(router_config));
     let broker = coupler_mqtt::Broker::new(
         router.clone(),
