@@ -67,7 +67,7 @@ def test_old_connector_its_subscriptions_and_the_upgrade_made_with_boto3(server,
         "version": 4,
         "latest": 5,
         "upgradable": True,
-        "latestRunnable": False,
+        "latestRunnable": True,
         "subscriptions": ["TriggerNotification", "OutputStatus"],
         "newArn": P.TWILIO_V5,
     }], r
@@ -78,7 +78,7 @@ def test_old_connector_its_subscriptions_and_the_upgrade_made_with_boto3(server,
     assert lines[0] == f"group {gid} (upgrades-tutorial) version {vid}, the latest", p.stdout
     assert lines[1:] == [
         "TwilioNotifications (Id MyTwilioNotificationsConnector): version 4 -> 5 available "
-        "(this core runs it: no)",
+        "(this core runs it: yes)",
         f"  subscriptions to re-create with {P.TWILIO_V5}: TriggerNotification, OutputStatus",
     ], p.stdout
 
