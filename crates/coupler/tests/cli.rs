@@ -460,7 +460,10 @@ fn connectors_upgrades_reports_old_connectors_and_their_subscriptions() {
     assert_eq!(twilio["version"], 4);
     assert_eq!(twilio["latest"], 5);
     assert_eq!(twilio["upgradable"], true);
-    assert_eq!(twilio["latestRunnable"], true, "this build runs TwilioNotifications 5");
+    assert_eq!(
+        twilio["latestRunnable"], true,
+        "this build runs TwilioNotifications 5"
+    );
     assert_eq!(
         twilio["subscriptions"],
         serde_json::json!(["sub-1", "sub-2"])
