@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import time
+import urllib.request
 
 import pytest
 
@@ -69,3 +73,41 @@ def own_server(tmp_path) -> Server:
 def gg(server):
     """A boto3 Greengrass client for the module's server."""
     return server.client()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory):
+    """moto_server on a free port, and boto3 clients of it."""
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    proc = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1)
+            break
+        except Exception:
+            assert proc.poll() is None, "moto_server exited"
+            assert time.monotonic() < deadline, "moto_server did not start"
+            time.sleep(0.1)
+
+    def client(name):
+        import boto3
+
+        return boto3.client(name, endpoint_url=url, region_name="us-east-1",
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    yield url, client
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+
+

@@ -14,7 +14,6 @@ import subprocess
 import time
 import urllib.request
 
-import boto3
 import pytest
 
 from ggtest import MqttDevice, deploy_with_cli, start_server
@@ -48,34 +47,6 @@ def metric(server, prefix: str) -> float:
     text = urllib.request.urlopen(server.url + "/metrics", timeout=5).read().decode()
     values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)]
     return values[0] if values else 0.0
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    """moto_server on a free port, and boto3 clients of it."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
-    proc = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=1)
-            break
-        except Exception:
-            assert proc.poll() is None, "moto_server exited"
-            assert time.monotonic() < deadline, "moto_server did not start"
-            time.sleep(0.1)
-
-    def client(name):
-        return boto3.client(name, endpoint_url=url, region_name=REGION,
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
-
-    yield url, client
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
 
 
 def group_parts(connectors: list[dict]) -> dict:

@@ -258,3 +258,43 @@ def test_the_token_is_in_no_log_file_or_output(core, twilio):
     for p in files:
         assert TOKEN.encode() not in p.read_bytes(), f"the Twilio auth token is in {p}"
     assert TOKEN not in stdout, "the Twilio auth token is in coupler up's output"
+
+
+def test_the_token_can_come_from_an_external_secrets_manager(tmp_path, twilio, moto):
+    """`coupler up --secrets-manager aws`: the secret lives in AWS Secrets Manager (moto here),
+    not in the control plane; the core fetches it at deployment with its AWS credentials."""
+    url, client = moto
+    token = "ext" + uuid.uuid4().hex
+    arn = client("secretsmanager").create_secret(
+        Name="greengrass-ExternalTwilioToken", SecretString=token)["ARN"]
+    ext = TwilioServer(SID, token)
+    server = start_server(tmp_path / "ext", "--allow-uncontained-connectors",
+                          "--secrets-manager", "aws",
+                          env={"COUPLER_TWILIO_BASE_URL": ext.url,
+                               "AWS_ENDPOINT_URL_SECRETS_MANAGER": url,
+                               "AWS_ACCESS_KEY_ID": "testing",
+                               "AWS_SECRET_ACCESS_KEY": "testing"})
+    dev = None
+    try:
+        group_id, status = deploy_with_cli(server, group_parts(arn), name="external-secret")
+        assert status["DeploymentStatus"] == "Success", status
+        dev = MqttDevice(server.mqtt_plain_port, "tester", STATUS)
+        dev.request("twilio/txt", sms())
+        topic, body = dev.next()
+        assert body["response"]["status"] == "success", body
+        [req] = ext.take()
+        assert req.auth == (SID, token)
+        # Not in moto: the deployment fails and names it; the local store is not consulted.
+        missing = arn.replace("ExternalTwilioToken", "NoSuchToken")
+        _, status = deploy_with_cli(server, group_parts(missing), group_id=group_id)
+        assert status["DeploymentStatus"] == "Failure", status
+        assert "greengrass-NoSuchToken" in json.dumps(status), status
+    finally:
+        if dev is not None:
+            dev.close()
+        stdout = "\n".join(server.stdout_lines)
+        server.stop()
+        ext.close()
+    for p in [server.log_path] + [p for p in Path(server.data_dir).rglob("*") if p.is_file()]:
+        assert token.encode() not in p.read_bytes(), f"the token is in {p}"
+    assert token not in stdout

@@ -18,6 +18,7 @@ pub mod http;
 pub mod modbus_rtu;
 pub mod registry;
 pub mod serial_stream;
+pub mod secrets_manager;
 pub mod sns;
 pub mod twilio;
 

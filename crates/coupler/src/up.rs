@@ -58,6 +58,12 @@ pub struct Args {
     /// flag, deployments of such connectors fail and say so.
     #[arg(long)]
     allow_uncontained_connectors: bool,
+    /// Where a group's secret resources get their values at deployment: `local`, this
+    /// control plane's own Secrets Manager store; or `aws`, AWS Secrets Manager
+    /// (GetSecretValue with the core's AWS credentials; the endpoint from
+    /// AWS_ENDPOINT_URL_SECRETS_MANAGER, AWS_ENDPOINT_URL or the secret's region).
+    #[arg(long, value_enum, default_value_t = SecretsFrom::Local)]
+    secrets_manager: SecretsFrom,
     #[command(flatten)]
     mqtt: crate::mqtt::MqttArgs,
 }
@@ -256,7 +262,12 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
             log_dir: dir.join(format!("ggc/var/log/user/{}/aws", args.region)),
             region: args.region.clone(),
             allow_uncontained: args.allow_uncontained_connectors,
-            secrets: Some(Arc::new(ControlPlaneSecrets(service.clone()))),
+            secrets: Some(match args.secrets_manager {
+                SecretsFrom::Local => Arc::new(ControlPlaneSecrets(service.clone())),
+                SecretsFrom::Aws => Arc::new(
+                    coupler_connectors::secrets_manager::AwsSecretsManager::new(&args.region),
+                ),
+            }),
         },
     ));
     let agent = Arc::new(
@@ -704,6 +715,13 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
+}
+
+/// Which Secrets Manager a group's secret resources come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SecretsFrom {
+    Local,
+    Aws,
 }
 
 /// Secret resources take their values from this process's control-plane secret store,
