@@ -17,8 +17,8 @@ pub mod host;
 pub mod http;
 pub mod modbus_rtu;
 pub mod registry;
-pub mod serial_stream;
 pub mod secrets_manager;
+pub mod serial_stream;
 pub mod sns;
 pub mod twilio;
 
