@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 import urllib.request
 
 import pytest
 
-from ggtest import _LEAKY_PREFIXES, _SERVERS, TRANSCRIPT, Server, start_server
+from ggtest import _LEAKY_PREFIXES, _SERVERS, TRANSCRIPT, Server, free_port, start_server
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -75,16 +74,10 @@ def gg(server):
     return server.client()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory):
     """moto_server on a free port, and boto3 clients of it."""
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
     proc = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=log, stderr=subprocess.STDOUT)

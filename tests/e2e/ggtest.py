@@ -16,6 +16,7 @@ import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -111,6 +112,13 @@ _SERVERS: list["Server"] = []
 
 # Read once at import: the session fixture later clears COUPLER_* from the environment.
 _COUPLER_BIN = os.environ.get("COUPLER_BIN")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def coupler_bin() -> Path:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import os
 import queue
-import socket
 import subprocess
 import time
 import urllib.request
 
 import pytest
 
-from ggtest import MqttDevice, deploy_with_cli, start_server
+from ggtest import MqttDevice, deploy_with_cli, free_port, start_server
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -34,12 +33,6 @@ CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 def thing(name: str) -> str:
     return f"arn:aws:iot:{REGION}:{ACCOUNT}:thing/{name}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def metric(server, prefix: str) -> float:
