@@ -114,6 +114,17 @@ _SERVERS: list["Server"] = []
 _COUPLER_BIN = os.environ.get("COUPLER_BIN")
 
 
+def metric(server, prefix: str, default: float | None = None) -> float:
+    """The first sample of the core's /metrics whose name (with labels) starts with `prefix`;
+    `default` when there is none, or the test fails."""
+    text = urllib.request.urlopen(server.url + "/metrics", timeout=10).read().decode()
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line.rsplit(" ", 1)[1])
+    assert default is not None, f"{prefix} not in /metrics:\n{text}"
+    return default
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now."""
     with socket.socket() as s:

@@ -11,10 +11,10 @@ import os
 import queue
 import subprocess
 import time
-import urllib.request
 
 import pytest
 
+import ggtest
 from ggtest import MqttDevice, deploy_with_cli, free_port, start_server
 
 ACCOUNT = "123456789012"
@@ -37,9 +37,7 @@ def thing(name: str) -> str:
 
 def metric(server, prefix: str) -> float:
     """A value from the core's /metrics (0 when the line is not there yet)."""
-    text = urllib.request.urlopen(server.url + "/metrics", timeout=5).read().decode()
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)]
-    return values[0] if values else 0.0
+    return ggtest.metric(server, prefix, 0.0)
 
 
 def group_parts(connectors: list[dict]) -> dict:

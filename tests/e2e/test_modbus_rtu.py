@@ -21,7 +21,6 @@ import sys
 import termios
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 import modbus_peer as peer_data
-from ggtest import MqttDevice, deploy_with_cli, start_server
+from ggtest import MqttDevice, deploy_with_cli, metric, start_server
 
 ACCOUNT = "123456789012"
 CERT = f"arn:aws:iot:us-east-1:{ACCOUNT}:cert/" + "cd" * 32
@@ -49,14 +48,6 @@ def connector_arn(version: int = 3) -> str:
 
 def thing(name: str) -> str:
     return f"arn:aws:iot:us-east-1:{ACCOUNT}:thing/{name}"
-
-
-def metric(server, prefix: str) -> float:
-    """A value from the core's /metrics."""
-    text = urllib.request.urlopen(server.url + "/metrics", timeout=5).read().decode()
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)]
-    assert values, f"{prefix} not in /metrics:\n{text}"
-    return values[0]
 
 
 REJECTED = f'coupler_connector_rejected_total{{connector="{CONNECTOR_ID}"'

@@ -38,7 +38,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 import payloads as P
-from ggtest import coupler_bin, wait_deployment
+from ggtest import coupler_bin, metric, wait_deployment
 
 HOST = "127.0.0.1"
 THING = f"arn:aws:iot:{P.REGION}:{P.ACCOUNT}:thing/"
@@ -175,14 +175,6 @@ def metrics(server) -> str:
     with urllib.request.urlopen(server.url + "/metrics", timeout=10) as r:
         assert r.status == 200
         return r.read().decode()
-
-
-def metric(server, name: str) -> float:
-    """One sample of /metrics, by its full name with labels."""
-    text = metrics(server)
-    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-    assert m, f"no {name} in /metrics:\n{text}"
-    return float(m.group(1))
 
 
 def closed(server, reason: str) -> float:

@@ -12,12 +12,11 @@ import select
 import shutil
 import subprocess
 import time
-import urllib.request
 import uuid
 
 import pytest
 
-from ggtest import MqttDevice, deploy_with_cli, start_server
+from ggtest import MqttDevice, deploy_with_cli, metric, start_server
 
 CONNECTOR = "arn:aws:greengrass:us-east-1::/connectors/SerialStream/versions/3"
 ACCOUNT = "123456789012"
@@ -26,14 +25,6 @@ CERT = f"arn:aws:iot:us-east-1:{ACCOUNT}:cert/" + "ab" * 32
 
 def thing(name: str) -> str:
     return f"arn:aws:iot:us-east-1:{ACCOUNT}:thing/{name}"
-
-
-def metric(server, prefix: str) -> float:
-    """A value from the core's /metrics."""
-    text = urllib.request.urlopen(server.url + "/metrics", timeout=5).read().decode()
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)]
-    assert values, f"{prefix} not in /metrics:\n{text}"
-    return values[0]
 
 
 @pytest.fixture(scope="module")
