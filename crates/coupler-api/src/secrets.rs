@@ -28,7 +28,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::SecretsError;
 use crate::store::{Op, Store};
-use crate::wire::Identity;
+use crate::wire::{BodyError, Identity};
 
 type Result<T> = std::result::Result<T, SecretsError>;
 
@@ -380,27 +380,22 @@ struct Filter {
 /// Decode a request. A type error names the member only: serde's own message can quote the
 /// offending value, which might be a secret.
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}".as_slice()
-    } else {
-        body
-    };
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
+    crate::wire::deserialize_body(body).map_err(|e| match e {
+        BodyError::Syntax(_) => {
             SecretsError::Serialization("The request body is not valid JSON.".into())
-        } else if path == "." && inner.to_string().starts_with("missing field") {
-            // serde names the missing member, not a value.
-            SecretsError::InvalidParameter(inner.to_string())
-        } else if path == "." {
-            SecretsError::Serialization("The request body must be a JSON object.".into())
-        } else {
-            SecretsError::Serialization(format!(
-                "The member {path} is missing or has the wrong type."
-            ))
         }
+        // serde names the missing member, not a value.
+        BodyError::Shape { path, error }
+            if path == "." && error.to_string().starts_with("missing field") =>
+        {
+            SecretsError::InvalidParameter(error.to_string())
+        }
+        BodyError::Shape { path, .. } if path == "." => {
+            SecretsError::Serialization("The request body must be a JSON object.".into())
+        }
+        BodyError::Shape { path, .. } => SecretsError::Serialization(format!(
+            "The member {path} is missing or has the wrong type."
+        )),
     })
 }
 

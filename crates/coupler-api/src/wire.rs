@@ -169,9 +169,20 @@ impl Page {
     }
 }
 
-/// Parse a JSON request body into a request shape; an empty body is `{}`. A problem names
-/// its field.
-pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+/// Why a JSON request body does not fit its shape.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Not JSON at all.
+    Syntax(serde_json::Error),
+    /// JSON of the wrong shape; `path` is the member at fault (`.` for the whole body).
+    Shape {
+        path: String,
+        error: serde_json::Error,
+    },
+}
+
+/// Deserialize a JSON request body (an empty one is `{}`), keeping the path of a problem.
+pub fn deserialize_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}".as_slice()
     } else {
@@ -180,14 +191,25 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::bad_request(format!("The request body is not valid JSON: {inner}"))
-        } else if path == "." {
-            ApiError::bad_request(format!("The request body is invalid: {inner}"))
+        let error = e.into_inner();
+        if error.is_syntax() || error.is_eof() {
+            BodyError::Syntax(error)
         } else {
-            ApiError::bad_request(format!("{path}: {inner}"))
+            BodyError::Shape { path, error }
         }
+    })
+}
+
+/// Parse a JSON request body into a request shape. A problem names its field.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    deserialize_body(body).map_err(|e| match e {
+        BodyError::Syntax(e) => {
+            ApiError::bad_request(format!("The request body is not valid JSON: {e}"))
+        }
+        BodyError::Shape { path, error } if path == "." => {
+            ApiError::bad_request(format!("The request body is invalid: {error}"))
+        }
+        BodyError::Shape { path, error } => ApiError::bad_request(format!("{path}: {error}")),
     })
 }
 
