@@ -25,7 +25,7 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rmqtt_codec::types::QoS;
@@ -39,6 +39,11 @@ mod up;
 mod mqtt_client;
 
 use mqtt_client::{Api, Conn};
+
+#[path = "../tests/support/procs.rs"]
+mod procs;
+
+use procs::{Reaped, cpu_s, verdict, vm_kib};
 
 const KEY: &str = "AKIAFIREHOSEBENCH001";
 const SECRET: &str = "firehose/bench/secret/00000000000000000000";
@@ -75,40 +80,9 @@ fn record(i: usize) -> String {
     format!("bench-record {i:08} temperature=21.5 humidity=40.25\n")
 }
 
-/// A child process, killed and reaped when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `VmFIELD` of `pid` in KiB (`Rss` now, `HWM` the peak since the last reset).
-fn vm_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let key = format!("Vm{field}:");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key.as_str()))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Start a new peak: `VmHWM` becomes the current RSS.
 fn reset_peak(pid: u32) {
     let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
-}
-
-/// CPU seconds (user + system) used so far by `pid`, all threads.
-fn cpu_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let ticks: u64 = stat.rsplit_once(')').map_or(0, |(_, rest)| {
-        let fields = rest.split_whitespace().skip(11).take(2);
-        fields.filter_map(|v| v.parse::<u64>().ok()).sum()
-    });
-    ticks as f64 / 100.0
 }
 
 /// The running core's API base, for `drops`.
@@ -177,7 +151,7 @@ fn missing() -> Option<String> {
 }
 
 /// moto_server on a free port, once it accepts connections; its URL.
-fn start_moto(log: &Path) -> (Killed, String) {
+fn start_moto(log: &Path) -> (Reaped, String) {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -189,7 +163,7 @@ fn start_moto(log: &Path) -> (Killed, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("moto_server starts");
-    let moto = Killed(child);
+    let moto = Reaped::new(child);
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "moto_server did not listen");
@@ -427,10 +401,6 @@ fn mb(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-fn verdict(pass: bool) -> &'static str {
-    if pass { "PASS" } else { "MISS" }
-}
-
 fn main() {
     let full = std::env::args().any(|a| a == "--full");
     let scale = if full { 5 } else { 1 };
@@ -445,7 +415,7 @@ fn main() {
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut moto, url) = start_moto(&dir.path().join("moto.log"));
-    let moto_pid = moto.0.id();
+    let moto_pid = moto.child.id();
     boto3(&["setup", &url]).unwrap_or_else(|e| panic!("{e}"));
     println!(
         "Kinesis Firehose benchmark ({} mode): {}-byte records into moto_server (Firehose → S3); boto3 put_record {n_single} records, put_record_batch and Coupler {n} each",
@@ -499,8 +469,8 @@ fn main() {
     let mqtt = up.mqtt_plain.expect("the plain MQTT listener");
     let api = Api::new(&up.api, KEY, SECRET);
     let _ = API_BASE.set(up.api.clone());
-    let coupler = Killed(up.child);
-    let pid = coupler.0.id();
+    let coupler = Reaped::new(up.child);
+    let pid = coupler.child.id();
     deploy(&api, "firehose-bench", STREAM);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -563,7 +533,7 @@ fn main() {
     deploy(&api, "firehose-bench-stall", STALL_STREAM);
     drop(std::mem::replace(
         &mut moto,
-        Killed(Command::new("true").spawn().expect("true")),
+        Reaped::new(Command::new("true").spawn().expect("true")),
     ));
     let rss_idle_stall = vm_kib(pid, "RSS");
     let drops_before = inbox_drops();

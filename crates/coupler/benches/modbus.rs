@@ -26,7 +26,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rmqtt_codec::types::QoS;
@@ -43,6 +43,11 @@ mod up;
 mod mqtt_client;
 
 use mqtt_client::{Api, Conn};
+
+#[path = "../tests/support/procs.rs"]
+mod procs;
+
+use procs::{Reaped, cpu_ns, verdict};
 
 const KEY: &str = "AKIAMODBUSBENCH00001";
 const SECRET: &str = "modbus/bench/secret/000000000000000000000";
@@ -71,44 +76,6 @@ const BITS_PER_CHAR: u32 = 11;
 
 fn thing(name: &str) -> String {
     format!("arn:aws:iot:us-east-1:{ACCOUNT}:thing/{name}")
-}
-
-/// A child process, killed and reaped when dropped (also while unwinding from a panic), with
-/// files of its to remove.
-struct Reaped {
-    child: Child,
-    remove: Vec<PathBuf>,
-}
-
-impl Reaped {
-    fn new(child: Child) -> Reaped {
-        Reaped {
-            child,
-            remove: Vec::new(),
-        }
-    }
-}
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for f in &self.remove {
-            let _ = std::fs::remove_file(f);
-        }
-    }
-}
-
-/// Nanoseconds of CPU used so far by every thread of `pid` (`/proc/PID/task/*/schedstat`).
-fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
 }
 
 /// The processes whose CPU time each measurement splits per transaction.
@@ -567,10 +534,6 @@ fn row(name: &str, s: &Stats) {
         opt(s.cpu_us[2]),
         opt(s.cpu_us[3]),
     );
-}
-
-fn verdict(pass: bool) -> &'static str {
-    if pass { "PASS" } else { "MISS" }
 }
 
 fn main() {

@@ -42,6 +42,11 @@ mod mqtt_client;
 
 use mqtt_client::{Api, Conn, Tls};
 
+#[path = "../tests/support/procs.rs"]
+mod procs;
+
+use procs::{cpu_s, vm_kib};
+
 /// Where a broker listens and how to reach it.
 struct Target {
     name: &'static str,
@@ -196,25 +201,6 @@ struct Outcome {
     rss_kb: u64,
 }
 
-fn proc_cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit(')').next().unwrap_or_default();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    get(11) + get(12) // utime, stime
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// One phase: connect everyone, send, wait for delivery. Returns (delivered, elapsed, latencies).
 async fn phase(
     target: &Target,
@@ -293,10 +279,10 @@ async fn scenario(
         Shape::FanIn => 1_000,
     } * scale;
     let expected = (per_publisher * pubs.len() * subs.len()) as u64;
-    let cpu0 = proc_cpu_ticks(target.pid);
+    let cpu0 = cpu_s(target.pid);
     let (delivered, elapsed, _) = phase(target, tls, shape, qos, per_publisher, None).await;
-    let cpu1 = proc_cpu_ticks(target.pid);
-    let rss = rss_kb(target.pid);
+    let cpu1 = cpu_s(target.pid);
+    let rss = vm_kib(target.pid, "RSS");
     // Paced: about 2 000 deliveries a second in all, for about a second.
     let (paced_n, gap) = match shape {
         Shape::OneToOne => (2000, Duration::from_micros(500)),
@@ -305,14 +291,13 @@ async fn scenario(
     };
     let (_, _, mut lat) = phase(target, tls, shape, qos, paced_n * scale.min(2), Some(gap)).await;
     lat.sort_unstable();
-    let ticks = 100.0; // USER_HZ on Linux
     Outcome {
         rate: delivered as f64 / elapsed.as_secs_f64(),
         delivered,
         expected,
         p50: percentile(&lat, 0.5),
         p99: percentile(&lat, 0.99),
-        cpu_s: (cpu1 - cpu0) as f64 / ticks,
+        cpu_s: cpu1 - cpu0,
         rss_kb: rss,
     }
 }
@@ -320,7 +305,7 @@ async fn scenario(
 /// RSS growth (kB) for 200 idle TLS connections, and for a subscriber that never reads
 /// while a publisher floods it for 3 s.
 async fn bounds(target: &Target, tls: &Tls) -> (f64, f64) {
-    let before = rss_kb(target.pid) as f64;
+    let before = vm_kib(target.pid, "RSS") as f64;
     let mut idle = Vec::new();
     for i in 0..FAN {
         for role in ["pub", "sub"] {
@@ -328,10 +313,10 @@ async fn bounds(target: &Target, tls: &Tls) -> (f64, f64) {
         }
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let idle_growth = rss_kb(target.pid) as f64 - before;
+    let idle_growth = vm_kib(target.pid, "RSS") as f64 - before;
     drop(idle);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = rss_kb(target.pid) as f64;
+    let before = vm_kib(target.pid, "RSS") as f64;
     let mut slow = Conn::open(target.plain, None, "sub-0").await;
     slow.subscribe("bench/one", QoS::AtMostOnce).await;
     let flood = Conn::open(target.plain, None, "pub-0").await;
@@ -348,7 +333,7 @@ async fn bounds(target: &Target, tls: &Tls) -> (f64, f64) {
         ),
     )
     .await;
-    let slow_growth = rss_kb(target.pid) as f64 - before;
+    let slow_growth = vm_kib(target.pid, "RSS") as f64 - before;
     drop(slow);
     (idle_growth, slow_growth)
 }
