@@ -47,6 +47,7 @@ if [ -z "${SKIP_BENCH:-}" ]; then
   cargo bench --locked -p coupler --bench mqtt
   cargo bench --locked -p coupler --bench modbus
   cargo bench --locked -p coupler --bench firehose
+  cargo bench --locked -p coupler --bench functions
   cargo bench --locked -p coupler-connectors --bench connectors
 fi
 

@@ -170,7 +170,8 @@ class Server:
         self.credentials_note = ""
         log = open(self.log_path, "ab")
         cmd = [str(binary), "up", "--api", "127.0.0.1:0", "--data-dir", str(self.data_dir),
-               "--mqtt", "127.0.0.1:0", "--mqtt-plain", "127.0.0.1:0", *self.extra_args]
+               "--mqtt", "127.0.0.1:0", "--mqtt-plain", "127.0.0.1:0", "--ipc", "127.0.0.1:0",
+               *self.extra_args]
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env
         )
@@ -524,17 +525,15 @@ def deploy_with_cli(server, parts: dict, group_id: str | None = None,
     arn = {}
     for kind, body in parts.items():
         noun = {"core": "core", "devices": "device", "resources": "resource",
-                "connectors": "connector", "subscriptions": "subscription"}[kind]
+                "connectors": "connector", "subscriptions": "subscription",
+                "functions": "function", "loggers": "logger"}[kind]
         out = run_aws(server, f"create-{noun}-definition", "--initial-version", json.dumps(body))
-        arn[kind] = out["LatestVersionArn"]
+        arn[kind] = (noun, out["LatestVersionArn"])
     if group_id is None:
         group_id = run_aws(server, "create-group", "--name", name)["Id"]
-    gv = run_aws(server, "create-group-version", "--group-id", group_id,
-                 "--core-definition-version-arn", arn["core"],
-                 "--device-definition-version-arn", arn["devices"],
-                 "--resource-definition-version-arn", arn["resources"],
-                 "--connector-definition-version-arn", arn["connectors"],
-                 "--subscription-definition-version-arn", arn["subscriptions"])
+    refs = [a for noun, version_arn in arn.values()
+            for a in (f"--{noun}-definition-version-arn", version_arn)]
+    gv = run_aws(server, "create-group-version", "--group-id", group_id, *refs)
     dep = run_aws(server, "create-deployment", "--group-id", group_id, "--group-version-id",
                   gv["Version"], "--deployment-type", "NewDeployment")
     deadline = time.monotonic() + 15

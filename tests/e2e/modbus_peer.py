@@ -2,7 +2,7 @@
 the Modbus-RTU Protocol Adapter connector and for benchmarks.
 
     python3 modbus_peer.py PORT [--baud N] [--parity N|E|O] [--stopbits 1|2] [--bytesize 5..8]
-                                [--log-requests]
+                                [--log-requests] [--commands]
 
 It serves two units with the data below, prints one line `ready PORT` on stdout once it is
 listening, and runs until SIGTERM/SIGINT. A request to any other unit id gets no reply at all,
@@ -10,6 +10,11 @@ as on a real RS-485 bus (pymodbus alone would answer it with an exception). Byte
 port from before it started are dropped, as a device that boots does not see old frames.
 With --log-requests it also prints `request UNIT FUNCTION_CODE` on stdout for every request
 frame it decodes (answered or not), so that a test can tell what reached the bus.
+With --commands it also reads commands from stdin, one a line, so that a test can change what
+the device holds while it runs, as a sensor's reading changes:
+  set UNIT ADDRESS VALUE [VALUE ...]   write holding registers ADDRESS.. of UNIT
+It answers each with one line on stdout, `ok set UNIT ADDRESS`, once the values are in place
+(every request decoded after that line is answered from them), or `error LINE: REASON`.
 
 Unit 1 keeps the four Modbus tables apart (pymodbus "non-shared" blocks, bit addressing):
   coils             0..127   COILS[a]       (writable)
@@ -91,6 +96,33 @@ def flush_input(port: str) -> None:
         os.close(fd)
 
 
+async def run_commands(server) -> None:
+    """Apply the commands of --commands from stdin until it closes."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        text = line.decode("utf-8", "replace").strip()
+        if not text:
+            continue
+        try:
+            verb, unit, address, *values = text.split()
+            if verb != "set" or not values:
+                raise ValueError("expected `set UNIT ADDRESS VALUE [VALUE ...]`")
+            unit, address, regs = int(unit), int(address), [int(v) for v in values]
+            if unit not in (UNIT, UNIT2) or not all(0 <= v <= 0xFFFF for v in regs):
+                raise ValueError("no such unit, or a value out of 0..65535")
+            # Function code 16 selects the holding registers, as a Write Multiple Registers
+            # request from the bus would.
+            failed = await server.context.async_setValues(unit, 16, address, regs)
+            if failed is not None:
+                raise ValueError(f"the device refused it: {failed!r}")
+        except ValueError as e:
+            print(f"error {text}: {e}", flush=True)
+            continue
+        print(f"ok set {unit} {address}", flush=True)
+
+
 async def serve(args) -> None:
     from pymodbus import FramerType
     from pymodbus.server import ModbusSerialServer
@@ -122,8 +154,11 @@ async def serve(args) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.shutdown()))
     await server.serve_forever(background=True)
+    commands = asyncio.ensure_future(run_commands(server)) if args.commands else None
     print(f"ready {args.port}", flush=True)
     await server.serving
+    if commands is not None:
+        commands.cancel()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bytesize", type=int, choices=(5, 6, 7, 8), default=8)
     p.add_argument("--log-requests", action="store_true",
                    help="print `request UNIT FUNCTION_CODE` for each request frame")
+    p.add_argument("--commands", action="store_true",
+                   help="read `set UNIT ADDRESS VALUE...` commands from stdin (see above)")
     p.add_argument("--debug", action="store_true", help="pymodbus debug log on stderr")
     args = p.parse_args(argv)
     if args.debug:

@@ -102,7 +102,7 @@ def aws_resources(moto):
 @pytest.fixture(scope="module")
 def core(tmp_path_factory, moto, aws_resources):
     url, _ = moto
-    server = start_server(tmp_path_factory.mktemp("aws"), "--allow-uncontained-connectors",
+    server = start_server(tmp_path_factory.mktemp("aws"), "--allow-uncontained",
                           env={"AWS_ENDPOINT_URL": url, **CREDS})
     connectors = [SNS_CONNECTOR, FIREHOSE_CONNECTOR, CLOUDWATCH_CONNECTOR]
     group_id, status = deploy_with_cli(server, group_parts(connectors))
@@ -275,7 +275,7 @@ def test_firehose_bad_payloads_are_refused_and_not_sent(core, moto, payload, exp
 def v1_core(tmp_path_factory, moto, aws_resources):
     """Firehose version 1: a PutRecord and a status per message."""
     url, _ = moto
-    server = start_server(tmp_path_factory.mktemp("aws-v1"), "--allow-uncontained-connectors",
+    server = start_server(tmp_path_factory.mktemp("aws-v1"), "--allow-uncontained",
                           env={"AWS_ENDPOINT_URL_FIREHOSE": url, **CREDS})
     connectors = [SNS_CONNECTOR, {"Id": "firehose1", "ConnectorArn": FIREHOSE_V1,
                                   "Parameters": {"DefaultDeliveryStreamArn": STREAM_ARN}}]
@@ -387,7 +387,7 @@ def test_cloudwatch_bad_metrics_are_refused_and_not_sent(core, moto, payload, na
 def down_core(tmp_path_factory):
     """A core whose AWS endpoint is a closed port."""
     closed = f"http://127.0.0.1:{free_port()}"
-    server = start_server(tmp_path_factory.mktemp("aws-down"), "--allow-uncontained-connectors",
+    server = start_server(tmp_path_factory.mktemp("aws-down"), "--allow-uncontained",
                           env={"AWS_ENDPOINT_URL": closed, **CREDS})
     connectors = [SNS_CONNECTOR, FIREHOSE_CONNECTOR, CLOUDWATCH_CONNECTOR]
     group_id, status = deploy_with_cli(server, group_parts(connectors), name="down")

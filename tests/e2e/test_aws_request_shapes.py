@@ -388,7 +388,7 @@ def drive(tmp_path_factory, url: str, secret_arn: str) -> None:
     """One core with the three connectors and a secret of Secrets Manager (fetched at
     deployment), each connector sent a representative message; then one with Firehose
     version 1 (PutRecord)."""
-    server = start_server(tmp_path_factory.mktemp("shapes"), "--allow-uncontained-connectors",
+    server = start_server(tmp_path_factory.mktemp("shapes"), "--allow-uncontained",
                           "--secrets-manager", "aws", env={"AWS_ENDPOINT_URL": url, **CREDS})
     try:
         parts = aws_group_parts([SNS_CONNECTOR, FIREHOSE_CONNECTOR, CLOUDWATCH_CONNECTOR])
@@ -421,7 +421,7 @@ def drive(tmp_path_factory, url: str, secret_arn: str) -> None:
             dev.close()
     finally:
         server.stop()
-    server = start_server(tmp_path_factory.mktemp("shapes-v1"), "--allow-uncontained-connectors",
+    server = start_server(tmp_path_factory.mktemp("shapes-v1"), "--allow-uncontained",
                           env={"AWS_ENDPOINT_URL": url, **CREDS})
     try:
         v1 = {"Id": "firehose1", "ConnectorArn": FIREHOSE_V1,

@@ -164,13 +164,13 @@ def test_tutorial_deployment(server, tutorial):
         ("list-deployments", "--group-id", gid),
     ])
     assert status.get("DeploymentType") == "NewDeployment", status
-    # The embedded core applies it. This build runs no Lambda function yet, so it fails,
-    # saying so, rather than pretending.
+    # The embedded core applies it. Its function asks for a Greengrass container, which this
+    # core cannot give yet, so it fails, saying so, rather than pretending.
     final = wait_deployment(server.client(), gid, dep["DeploymentId"])
     assert final["DeploymentStatus"] == "Failure", final
     codes = {d["DetailedErrorCode"] for d in final.get("ErrorDetails", [])}
-    assert codes == {"UnsupportedFunction"}, final
-    assert "no Lambda runtime" in final["ErrorMessage"], final
+    assert codes == {"IsolationUnavailable"}, final
+    assert "cannot isolate functions yet" in final["ErrorMessage"], final
     P.assert_timestamp(status.get("UpdatedAt"), "get-deployment-status UpdatedAt")
 
     deployments = listed.get("Deployments", [])

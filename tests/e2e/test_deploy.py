@@ -55,7 +55,8 @@ def test_deploy_fail_reset_and_restart(own_server):
     assert "coupler_subscriptions 2" in metrics, metrics
     assert f'deployment="{dep["DeploymentId"]}"' in metrics, metrics
 
-    # A group with a function cannot run yet: Failure, named, and the old group still serves.
+    # A group whose function asks for a container cannot run here: Failure, named, and the old
+    # group still serves.
     functions = gg.create_function_definition(InitialVersion=P.FUNCTIONS)
     v2 = gg.create_group_version(
         GroupId=gid, **{k: v for k, v in gg.get_group_version(
@@ -65,8 +66,8 @@ def test_deploy_fail_reset_and_restart(own_server):
                                GroupVersionId=v2["Version"])
     status = wait_deployment(gg, gid, bad["DeploymentId"])
     assert status["DeploymentStatus"] == "Failure", status
-    assert "no Lambda runtime" in status["ErrorMessage"], status
-    assert status["ErrorDetails"][0]["DetailedErrorCode"] == "UnsupportedFunction", status
+    assert "cannot isolate functions yet" in status["ErrorMessage"], status
+    assert status["ErrorDetails"][0]["DetailedErrorCode"] == "IsolationUnavailable", status
     assert health(core)["activeDeployment"] == dep["DeploymentId"]
 
     # A restart brings the active group back.
@@ -135,10 +136,11 @@ def test_coupler_deploy_and_status(own_server):
     assert groups["sensor-to-cloud"] in status.stdout, status.stdout
     assert "subscriptions: 2" in status.stdout, status.stdout
 
-    # The seed example needs a Lambda function this build cannot run: exit 1, reasons.
+    # The seed example's TempMonitor asks for a container, and its code is not on this control
+    # plane: exit 1, with the reasons.
     bad = run("deploy", str(repo / "examples/modbus-twilio.yaml"))
     assert bad.returncode == 1, bad.stdout + bad.stderr
-    assert "Failure" in bad.stdout and "no Lambda runtime" in bad.stdout, bad.stdout
+    assert "Failure" in bad.stdout and "TempMonitor" in bad.stdout, bad.stdout
     assert health(core)["activeGroup"] == groups["sensor-to-cloud"]
 
     # The core's log, in Greengrass's line format, has both outcomes.
@@ -146,7 +148,7 @@ def test_coupler_deploy_and_status(own_server):
     assert logs.returncode == 0, logs.stderr
     assert "][INFO]-deployment succeeded\t{" in logs.stdout, logs.stdout
     assert "of type NewDeployment for group" in logs.stdout, logs.stdout
-    assert "failed error: function" in logs.stdout, logs.stdout
+    assert "failed error: connector ModbusAdapter" in logs.stdout, logs.stdout
 
     # Deploying the same name again adds a version to the same group.
     again = run("deploy", str(repo / "examples/sensor-to-cloud.yaml"))

@@ -43,7 +43,7 @@ def parts(interval: str = "300") -> dict:
 
 @pytest.fixture(scope="module")
 def core(tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("defender"), "--allow-uncontained-connectors",
+    server = start_server(tmp_path_factory.mktemp("defender"), "--allow-uncontained",
                           env={"COUPLER_TEST_DEFENDER_INTERVAL_MS": "300"})
     _, status = deploy_with_cli(server, parts(), name="defender")
     assert status["DeploymentStatus"] == "Success", status

@@ -340,7 +340,7 @@ def bus(tmp_path_factory):
 def core(tmp_path_factory, bus):
     """The group with nothing but the two documented parameters: every Coupler extension at
     its default (9600 8N1, replies within 3000 ms, 100 requests may wait)."""
-    server = start_server(tmp_path_factory.mktemp("modbus"), "--allow-uncontained-connectors")
+    server = start_server(tmp_path_factory.mktemp("modbus"), "--allow-uncontained")
     dev = None
     try:
         group_id, status = deploy_with_cli(server, group_parts(bus.port), name="modbus-rtu")

@@ -99,7 +99,7 @@ def group_parts(port: str, polling: bool = False) -> dict:
 @pytest.fixture(scope="module")
 def core(tmp_path_factory, line):
     port, _ = line
-    server = start_server(tmp_path_factory.mktemp("serial"), "--allow-uncontained-connectors")
+    server = start_server(tmp_path_factory.mktemp("serial"), "--allow-uncontained")
     group_id, status = deploy_with_cli(server, group_parts(port))
     assert status["DeploymentStatus"] == "Success", status
     dev = MqttDevice(server.mqtt_plain_port, "tester", "serial/core/#")
@@ -210,7 +210,7 @@ def test_container_mode_is_refused_without_the_operators_opt_in(tmp_path, line):
         _, status = deploy_with_cli(server, group_parts(port))
         assert status["DeploymentStatus"] == "Failure", status
         assert "GreengrassContainer" in status["ErrorMessage"]
-        assert "--allow-uncontained-connectors" in status["ErrorMessage"]
+        assert "--allow-uncontained" in status["ErrorMessage"]
         assert status["ErrorDetails"][0]["DetailedErrorCode"] == "IsolationUnavailable"
     finally:
         server.stop()
@@ -254,7 +254,7 @@ def test_a_broken_line_is_reopened_by_the_supervisor(tmp_path):
         return p, os.open(peer, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
 
     proc, fd = socat()
-    server = start_server(tmp_path / "broken", "--allow-uncontained-connectors")
+    server = start_server(tmp_path / "broken", "--allow-uncontained")
     dev = None
     try:
         _, status = deploy_with_cli(server, group_parts(port), name="broken-line")

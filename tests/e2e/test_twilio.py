@@ -76,7 +76,7 @@ def twilio():
 
 @pytest.fixture(scope="module")
 def core(tmp_path_factory, twilio):
-    server = start_server(tmp_path_factory.mktemp("twilio"), "--allow-uncontained-connectors",
+    server = start_server(tmp_path_factory.mktemp("twilio"), "--allow-uncontained",
                           env={"COUPLER_TWILIO_BASE_URL": twilio.url})
     arn = create_secret(server, "greengrass-TwilioAuthToken", TOKEN)
     group_id, status = deploy_with_cli(server, group_parts(arn))
@@ -268,7 +268,7 @@ def test_the_token_can_come_from_an_external_secrets_manager(tmp_path, twilio, m
     arn = client("secretsmanager").create_secret(
         Name="greengrass-ExternalTwilioToken", SecretString=token)["ARN"]
     ext = TwilioServer(SID, token)
-    server = start_server(tmp_path / "ext", "--allow-uncontained-connectors",
+    server = start_server(tmp_path / "ext", "--allow-uncontained",
                           "--secrets-manager", "aws",
                           env={"COUPLER_TWILIO_BASE_URL": ext.url,
                                "AWS_ENDPOINT_URL_SECRETS_MANAGER": url,

@@ -112,7 +112,12 @@ impl Client {
                 access_key_id: &self.key_id,
                 secret_access_key: &self.secret,
                 region: &self.region,
-                service: "greengrass",
+                // The Lambda API shares the endpoint but signs as its own service.
+                service: if raw_path.starts_with("/2015-03-31/") {
+                    "lambda"
+                } else {
+                    "greengrass"
+                },
                 time: time::OffsetDateTime::now_utc(),
             },
         )

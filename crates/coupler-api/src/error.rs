@@ -257,3 +257,124 @@ impl IntoResponse for SecretsError {
 
 /// The content type of AWS JSON 1.1 requests and answers.
 pub const JSON_1_1: &str = "application/x-amz-json-1.1";
+
+/// Everything a Lambda request can fail with, sent as the Lambda REST API sends it: the code
+/// in `x-amzn-ErrorType` and a body `{"Type": "User", "message": "..."}` (botocore's
+/// rest-json parser takes the code from the header and the message from `message` or
+/// `Message`; the member's case follows each error shape of the model).
+#[derive(Debug, thiserror::Error)]
+pub enum LambdaError {
+    /// 404: no such function, version or alias.
+    #[error("ResourceNotFoundException: {0}")]
+    ResourceNotFound(String),
+    /// 409: the function or alias exists already, or a version is still in use.
+    #[error("ResourceConflictException: {0}")]
+    ResourceConflict(String),
+    /// 400: a member's value is not allowed; the message names the member.
+    #[error("InvalidParameterValueException: {0}")]
+    InvalidParameterValue(String),
+    /// 400: the body is not JSON, or a member has the wrong type or is unknown.
+    #[error("InvalidRequestContentException: {0}")]
+    InvalidRequestContent(String),
+    /// 412: a `RevisionId` that is not the current one.
+    #[error("PreconditionFailedException: {0}")]
+    PreconditionFailed(String),
+    /// 413: the request body is over [`crate::http::MAX_BODY_BYTES`].
+    #[error("RequestEntityTooLargeException: {0}")]
+    RequestEntityTooLarge(String),
+    /// 404: a Lambda path this control plane does not serve.
+    #[error("UnknownOperationException: {0}")]
+    UnknownOperation(String),
+    /// 403 (or 400): authentication failed.
+    #[error("{0}")]
+    Auth(#[from] AuthError),
+    /// 500: details are logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl LambdaError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::ResourceNotFound(_) => "ResourceNotFoundException",
+            Self::ResourceConflict(_) => "ResourceConflictException",
+            Self::InvalidParameterValue(_) => "InvalidParameterValueException",
+            Self::InvalidRequestContent(_) => "InvalidRequestContentException",
+            Self::PreconditionFailed(_) => "PreconditionFailedException",
+            Self::RequestEntityTooLarge(_) => "RequestEntityTooLargeException",
+            Self::UnknownOperation(_) => "UnknownOperationException",
+            Self::Auth(e) => e.error_type(),
+            Self::Internal(_) => "ServiceException",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::ResourceNotFound(_) | Self::UnknownOperation(_) => StatusCode::NOT_FOUND,
+            Self::ResourceConflict(_) => StatusCode::CONFLICT,
+            Self::InvalidParameterValue(_) | Self::InvalidRequestContent(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            Self::RequestEntityTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Auth(e) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN),
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for LambdaError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl IntoResponse for LambdaError {
+    fn into_response(self) -> Response {
+        let code = self.code();
+        let status = self.status();
+        let message = match &self {
+            Self::ResourceNotFound(m)
+            | Self::ResourceConflict(m)
+            | Self::InvalidParameterValue(m)
+            | Self::InvalidRequestContent(m)
+            | Self::PreconditionFailed(m)
+            | Self::RequestEntityTooLarge(m)
+            | Self::UnknownOperation(m) => m.clone(),
+            Self::Auth(e) => e.message(),
+            Self::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "Internal server error".to_owned()
+            }
+        };
+        // The model spells the member `Message` for these shapes and `message` for the rest;
+        // an authentication failure carries `message` alone, as AWS sends it.
+        let key = match &self {
+            Self::ResourceNotFound(_) | Self::Internal(_) => "Message",
+            _ => "message",
+        };
+        let mut body = serde_json::Map::new();
+        match &self {
+            Self::Auth(_) => {}
+            Self::Internal(_) => {
+                body.insert("Type".into(), "Service".into());
+            }
+            _ => {
+                body.insert("Type".into(), "User".into());
+            }
+        }
+        body.insert(key.into(), message.into());
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut res = (status, bytes).into_response();
+        let headers = res.headers_mut();
+        headers.insert("x-amzn-ErrorType", HeaderValue::from_static(code));
+        headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+            headers.insert("x-amzn-RequestId", id);
+        }
+        res
+    }
+}

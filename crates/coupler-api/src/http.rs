@@ -6,20 +6,23 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use coupler_model::arn::DefinitionKind;
 use serde_json::Value;
 
-use crate::error::{ApiError, ApiResult, JSON_1_1, SecretsError};
+use crate::error::{ApiError, ApiResult, JSON_1_1, LambdaError, SecretsError};
+use crate::lambda::Answer;
 use crate::service::{Raw, Service};
 use crate::sigv4;
 use crate::wire::Page;
 
-/// Largest request body accepted; larger ones get a 400 before they are read further.
+/// Largest request body accepted; larger ones get a 400 (a 413 on Lambda paths) before they
+/// are read further.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Requests signed further than this from our clock are refused, as AWS does.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
@@ -455,10 +458,228 @@ async fn json_target(
         Ok(bytes) => ([(header::CONTENT_TYPE, JSON_1_1)], bytes).into_response(),
         Err(e) => e.into_response(),
     };
-    if let Ok(id) = axum::http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+    if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
         res.headers_mut().insert("x-amzn-RequestId", id);
     }
     res
+}
+
+// ---- Lambda (REST, API version 2015-03-31) ------------------------------------------------
+
+/// The signing name of the Lambda operations.
+const LAMBDA: &str = "lambda";
+
+/// Lambda's paths start with an API version date (`/2015-03-31/…`, `/2017-03-31/tags/…`);
+/// Greengrass's and Coupler's own never do.
+pub fn is_lambda_path(path: &str) -> bool {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    first.len() == 10
+        && first.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            _ => b.is_ascii_digit(),
+        })
+}
+
+fn lambda_reply(result: Result<Answer, LambdaError>) -> Response {
+    let json = |status: StatusCode, v: &Value| match serde_json::to_vec(v) {
+        Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => LambdaError::Internal(e.to_string()).into_response(),
+    };
+    let mut res = match result {
+        Ok(Answer::Ok(v)) => json(StatusCode::OK, &v),
+        Ok(Answer::Created(v)) => json(StatusCode::CREATED, &v),
+        Ok(Answer::NoContent) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Answer::Zip(bytes)) => {
+            ([(header::CONTENT_TYPE, "application/zip")], bytes).into_response()
+        }
+        // The error's response carries its own request id.
+        Err(e) => return e.into_response(),
+    };
+    if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        res.headers_mut().insert("x-amzn-RequestId", id);
+    }
+    res
+}
+
+/// A path parameter, or the Lambda error for one that does not decode.
+fn lambda_path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, LambdaError> {
+    p.map(|Path(t)| t).map_err(|e| {
+        LambdaError::InvalidParameterValue(format!("The request path is invalid: {e}"))
+    })
+}
+
+fn query_param(uri: &Uri, key: &str) -> Option<String> {
+    query_pairs(uri.query())
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
+/// This endpoint as the client reached it, for the code `Location` of GetFunction. The API
+/// is served over plain HTTP.
+fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
+async fn lambda_create_function(State(s): St, body: Bytes) -> Response {
+    lambda_reply(s.service.lambda().create_function(&body))
+}
+
+async fn lambda_list_functions(State(s): St, uri: Uri) -> Response {
+    lambda_reply(s.service.lambda().list_functions(&query_pairs(uri.query())))
+}
+
+async fn lambda_get_function(
+    State(s): St,
+    p: Result<Path<String>, PathRejection>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let q = query_param(&uri, "Qualifier");
+    lambda_reply(lambda_path(p).and_then(|name| {
+        s.service
+            .lambda()
+            .get_function(&name, q.as_deref(), &base_url(&headers))
+    }))
+}
+
+async fn lambda_delete_function(
+    State(s): St,
+    p: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> Response {
+    let q = query_param(&uri, "Qualifier");
+    lambda_reply(
+        lambda_path(p).and_then(|name| s.service.lambda().delete_function(&name, q.as_deref())),
+    )
+}
+
+async fn lambda_get_configuration(
+    State(s): St,
+    p: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> Response {
+    let q = query_param(&uri, "Qualifier");
+    lambda_reply(lambda_path(p).and_then(|name| {
+        s.service
+            .lambda()
+            .get_function_configuration(&name, q.as_deref())
+    }))
+}
+
+async fn lambda_update_code(
+    State(s): St,
+    p: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Response {
+    lambda_reply(
+        lambda_path(p).and_then(|name| s.service.lambda().update_function_code(&name, &body)),
+    )
+}
+
+async fn lambda_publish_version(
+    State(s): St,
+    p: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Response {
+    lambda_reply(lambda_path(p).and_then(|name| s.service.lambda().publish_version(&name, &body)))
+}
+
+async fn lambda_list_versions(
+    State(s): St,
+    p: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> Response {
+    let q = query_pairs(uri.query());
+    lambda_reply(
+        lambda_path(p).and_then(|name| s.service.lambda().list_versions_by_function(&name, &q)),
+    )
+}
+
+async fn lambda_code_zip(
+    State(s): St,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Response {
+    lambda_reply(
+        lambda_path(p).and_then(|(name, version)| s.service.lambda().code_zip(&name, &version)),
+    )
+}
+
+async fn lambda_create_alias(
+    State(s): St,
+    p: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Response {
+    lambda_reply(lambda_path(p).and_then(|name| s.service.lambda().create_alias(&name, &body)))
+}
+
+async fn lambda_list_aliases(
+    State(s): St,
+    p: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> Response {
+    let q = query_pairs(uri.query());
+    lambda_reply(lambda_path(p).and_then(|name| s.service.lambda().list_aliases(&name, &q)))
+}
+
+async fn lambda_get_alias(
+    State(s): St,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Response {
+    lambda_reply(
+        lambda_path(p).and_then(|(name, alias)| s.service.lambda().get_alias(&name, &alias)),
+    )
+}
+
+async fn lambda_update_alias(
+    State(s): St,
+    p: Result<Path<(String, String)>, PathRejection>,
+    body: Bytes,
+) -> Response {
+    lambda_reply(
+        lambda_path(p)
+            .and_then(|(name, alias)| s.service.lambda().update_alias(&name, &alias, &body)),
+    )
+}
+
+async fn lambda_delete_alias(
+    State(s): St,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Response {
+    lambda_reply(
+        lambda_path(p).and_then(|(name, alias)| s.service.lambda().delete_alias(&name, &alias)),
+    )
+}
+
+/// A Lambda path or method this control plane does not serve.
+fn lambda_unsupported(path: &str) -> Response {
+    let message = if path.ends_with("/invocations") || path.ends_with("/invoke-async") {
+        "Invoke is not supported by this control plane: functions run on the Greengrass core; \
+         deploy them in a group (see docs/api.md)."
+    } else {
+        "This Lambda operation is not supported by this control plane (see docs/api.md for the \
+         ones that are)."
+    };
+    LambdaError::UnknownOperation(message.into()).into_response()
+}
+
+/// The answer to a request no route takes: in the form of the API its path belongs to.
+async fn fallback(uri: Uri) -> Response {
+    if is_lambda_path(uri.path()) {
+        return lambda_unsupported(uri.path());
+    }
+    not_found().await
+}
+
+async fn method_fallback(uri: Uri) -> Response {
+    if is_lambda_path(uri.path()) {
+        return lambda_unsupported(uri.path());
+    }
+    method_not_allowed().await
 }
 
 // ---- not supported --------------------------------------------------------------------
@@ -488,8 +709,16 @@ async fn method_not_allowed() -> Response {
 /// Read the body (bounded), check the signature, and hand the request on.
 async fn authenticate(State(s): St, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
+    let lambda = is_lambda_path(parts.uri.path());
     let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
+        Err(_) if lambda => {
+            return LambdaError::RequestEntityTooLarge(format!(
+                "Request must be smaller than {MAX_BODY_BYTES} bytes for this control plane's \
+                 Lambda operations."
+            ))
+            .into_response();
+        }
         Err(_) => {
             return ApiError::bad_request(format!(
                 "The request body is larger than {MAX_BODY_BYTES} bytes."
@@ -512,12 +741,26 @@ async fn authenticate(State(s): St, req: Request, next: Next) -> Response {
         };
         let skew = time::Duration::try_from(MAX_CLOCK_SKEW).unwrap_or(time::Duration::minutes(5));
         match sigv4::verify(&signed, secret_for, time::OffsetDateTime::now_utc(), skew) {
+            // Lambda, like AWS, refuses a signature made for another service (the Greengrass
+            // operations predate this check and keep their behaviour).
+            Ok(verified) if lambda && verified.service != LAMBDA => {
+                let e = sigv4::AuthError::InvalidCredentialScope {
+                    problems: vec![sigv4::ScopeProblem::Service {
+                        expected: LAMBDA.into(),
+                    }],
+                };
+                tracing::warn!(path = %parts.uri.path(), error = %e, "request refused");
+                return LambdaError::Auth(e).into_response();
+            }
             Ok(verified) => {
                 // The JSON endpoint checks the signing service name against the target.
                 parts.extensions.insert(verified);
             }
             Err(e) => {
                 tracing::warn!(path = %parts.uri.path(), error = %e, "request refused");
+                if lambda {
+                    return LambdaError::Auth(e).into_response();
+                }
                 // Answer in the protocol the client speaks: JSON 1.1 clients read `__type`.
                 if amz_target(&parts.headers).is_some() {
                     return SecretsError::Auth(e).into_response();
@@ -619,8 +862,39 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::routing::any(unsupported),
         )
         .route("/greengrass/updates", axum::routing::any(unsupported))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .route(
+            "/2015-03-31/functions",
+            get(lambda_list_functions).post(lambda_create_function),
+        )
+        .route(
+            "/2015-03-31/functions/{name}",
+            get(lambda_get_function).delete(lambda_delete_function),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/configuration",
+            get(lambda_get_configuration),
+        )
+        .route("/2015-03-31/functions/{name}/code", put(lambda_update_code))
+        .route(
+            "/2015-03-31/functions/{name}/versions",
+            get(lambda_list_versions).post(lambda_publish_version),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/versions/{version}/code-zip",
+            get(lambda_code_zip),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/aliases",
+            get(lambda_list_aliases).post(lambda_create_alias),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/aliases/{alias}",
+            get(lambda_get_alias)
+                .put(lambda_update_alias)
+                .delete(lambda_delete_alias),
+        )
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_fallback)
         // The authentication layer reads the body within MAX_BODY_BYTES itself and answers a
         // larger one with a 400; axum's own 2 MiB default would answer 413 first.
         .layer(axum::extract::DefaultBodyLimit::disable())

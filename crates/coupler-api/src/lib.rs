@@ -1,4 +1,5 @@
-//! Coupler's control plane: the Greengrass 2017-06-07 REST API on an embedded store.
+//! Coupler's control plane: the Greengrass 2017-06-07 REST API on an embedded store, with
+//! the Secrets Manager and Lambda subsets a Greengrass group needs beside it.
 //!
 //! [`serve`] runs it on an already-bound listener until a shutdown signal; [`http::router`]
 //! gives the bare axum router for tests. Every operation is a method of [`Service`]; the
@@ -8,6 +9,7 @@ pub mod ca;
 pub mod client;
 pub mod error;
 pub mod http;
+pub mod lambda;
 pub mod secrets;
 pub mod service;
 pub mod sigv4;

@@ -19,6 +19,7 @@ use sha2::Digest;
 
 use crate::ca;
 use crate::error::{ApiError, ApiResult, ErrorDetail, SecretsError};
+use crate::lambda::{FunctionCode, FunctionCodeError, Lambda};
 use crate::secrets::{SecretVersion, Secrets, SecretsKey};
 use crate::store::{Op, Store};
 use crate::wire::{
@@ -34,6 +35,8 @@ pub struct Service {
     deployments: Arc<tokio::sync::Notify>,
     /// The Secrets Manager operations; absent until a key is given ([`Service::with_secrets`]).
     secrets: Option<Secrets>,
+    /// The Lambda operations: functions, versions, aliases and their code.
+    lambda: Lambda,
 }
 
 /// A deployment waiting for the core, with its group resolved.
@@ -436,6 +439,7 @@ fn json<T: Serialize>(v: &T) -> ApiResult<Value> {
 impl Service {
     pub fn new(store: Arc<dyn Store>, identity: Identity) -> Self {
         Self {
+            lambda: Lambda::new(store.clone(), identity.clone()),
             store,
             identity,
             write: Mutex::new(()),
@@ -467,6 +471,17 @@ impl Service {
         stage: Option<&str>,
     ) -> Result<Option<SecretVersion>, SecretsError> {
         self.secrets()?.secret_value(secret_id, stage)
+    }
+
+    /// The Lambda operations.
+    pub fn lambda(&self) -> &Lambda {
+        &self.lambda
+    }
+
+    /// The code of the function version or alias a qualified Lambda ARN names, for the
+    /// core's function host at deployment (see [`Lambda::code_for`]).
+    pub fn function_code(&self, arn: &str) -> Result<FunctionCode, FunctionCodeError> {
+        self.lambda.code_for(arn)
     }
 
     /// Notified when a deployment is created.

@@ -13,6 +13,8 @@ use tower::ServiceExt;
 
 const VALID_CONNECTORS: &str = r#"{"Connectors":[{"Id":"a","ConnectorArn":"arn:aws:greengrass:us-east-1::/connectors/TwilioNotifications/versions/4","Parameters":{"TWILIO_ACCOUNT_SID":"AC1","TwilioAuthTokenSecretArn":"arn:aws:secretsmanager:us-east-1:123456789012:secret:greengrass-T-AbCdEf","TwilioAuthTokenSecretArn-ResourceId":"T","DefaultFromPhoneNumber":"+19999999999"}}]}"#;
 const VALID_GROUP: &str = r#"{"Name":"g","tags":{"k":"v"}}"#;
+/// A CreateFunction body (the zip holds `a.py`), whose mutations also reach the zip check.
+const VALID_FUNCTION: &str = r#"{"FunctionName":"f","Runtime":"python3.12","Role":"arn:aws:iam::123456789012:role/r","Handler":"app.h","Timeout":3,"Environment":{"Variables":{"AB":"c"}},"Publish":true,"Code":{"ZipFile":"UEsDBBQAAAAAAAAAIVCDFtyMAQAAAAEAAAAEAAAAYS5weXhQSwECFAMUAAAAAAAAACFQgxbcjAEAAAABAAAABAAAAAAAAAAAAAAAgAEAAAAAYS5weVBLBQYAAAAAAQABADIAAAAjAAAAAAA="}}"#;
 const VALID_SUBS: &str = r#"{"Subscriptions":[{"Id":"1","Source":"cloud","Subject":"a/+/b","Target":"arn:aws:iot:us-east-1:123456789012:thing/t"}]}"#;
 
 fn app() -> axum::Router {
@@ -73,6 +75,11 @@ fn acceptable(s: StatusCode) -> bool {
     s.is_success() || s == StatusCode::BAD_REQUEST || s == StatusCode::NOT_FOUND
 }
 
+/// Lambda also answers 409 (exists, in use) and 412 (stale RevisionId).
+fn lambda_acceptable(s: StatusCode) -> bool {
+    acceptable(s) || s == StatusCode::CONFLICT || s == StatusCode::PRECONDITION_FAILED
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -108,5 +115,34 @@ proptest! {
         let uri = match query { Some(q) => format!("{path}?{q}"), None => path };
         let s = send(&app, method, &uri, body);
         prop_assert!(acceptable(s) || s == StatusCode::NO_CONTENT, "{method} {uri}: {s}");
+    }
+
+    #[test]
+    fn mutated_lambda_requests_are_client_errors(body in mutated(VALID_FUNCTION)) {
+        let app = app();
+        let s = send(&app, "POST", "/2015-03-31/functions", body.clone());
+        prop_assert!(lambda_acceptable(s), "create: {s}");
+        for (method, path) in [
+            ("PUT", "/2015-03-31/functions/f/code"),
+            ("POST", "/2015-03-31/functions/f/versions"),
+            ("POST", "/2015-03-31/functions/f/aliases"),
+            ("PUT", "/2015-03-31/functions/f/aliases/a"),
+        ] {
+            let s = send(&app, method, path, body.clone());
+            prop_assert!(lambda_acceptable(s), "{method} {path}: {s}");
+        }
+    }
+
+    #[test]
+    fn random_lambda_paths_and_queries_are_client_errors(
+        path in "/2015-03-31/functions(/[a-zA-Z0-9$%:._-]{0,12}){0,5}",
+        query in proptest::option::of("(Qualifier|Marker|MaxItems|FunctionVersion|[A-Za-z]{1,10})=[^ #]{0,12}"),
+        method in prop_oneof![Just("GET"), Just("POST"), Just("PUT"), Just("DELETE")],
+        body in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let app = app();
+        let uri = match query { Some(q) => format!("{path}?{q}"), None => path };
+        let s = send(&app, method, &uri, body);
+        prop_assert!(lambda_acceptable(s), "{method} {uri}: {s}");
     }
 }

@@ -12,6 +12,7 @@ use coupler_model::topic::TopicError;
 use coupler_model::{Entity, SecretValue, TopicName};
 use coupler_router::{Inbox, InboxConfig, Message, RouteReport, Router};
 use coupler_runtime::logs::SystemLog;
+pub use coupler_runtime::secrets::{FetchedSecret, SecretSource};
 use tokio_util::sync::CancellationToken;
 use tracing::Level;
 
@@ -27,18 +28,7 @@ pub enum LocalResource {
     },
     /// A secret (`SecretsManagerSecretResourceData`), resolved at deployment: its
     /// `AWSCURRENT` value and those of its `AdditionalStagingLabelsToDownload`.
-    Secret {
-        arn: String,
-        current: SecretValue,
-        staged: BTreeMap<String, SecretValue>,
-    },
-}
-
-/// Where the host finds the values of a group's secret resources at deployment.
-pub trait SecretSource: Send + Sync {
-    /// The value of the secret `arn` at `stage`; `Ok(None)` when there is no such secret or
-    /// stage. An error must not quote the value.
-    fn value(&self, arn: &str, stage: &str) -> Result<Option<SecretValue>, String>;
+    Secret(FetchedSecret),
 }
 
 /// Where a connector's messages go: the router, or a test's channel.
@@ -222,7 +212,7 @@ impl Context {
     /// The current value of the secret resource that `resource_param` names.
     pub fn secret(&self, resource_param: &str) -> Option<&SecretValue> {
         match self.resource(resource_param)? {
-            LocalResource::Secret { current, .. } => Some(current),
+            LocalResource::Secret(s) => Some(&s.current),
             _ => None,
         }
     }

@@ -40,12 +40,6 @@ pub struct HostConfig {
     pub secrets: Option<Arc<dyn SecretSource>>,
 }
 
-impl std::fmt::Debug for dyn SecretSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SecretSource")
-    }
-}
-
 struct Running {
     ctx: Context,
     task: JoinHandle<()>,
@@ -163,32 +157,10 @@ impl Host {
         Ok(out)
     }
 
-    /// A secret resource with its values, fetched now: a connector never starts without
-    /// the secret it was given.
+    /// A secret resource with its values, fetched now.
     fn secret(&self, id: &str, arn: &str, labels: &[String]) -> Result<LocalResource, String> {
-        let source = self.config.secrets.as_ref().ok_or_else(|| {
-            format!("secret resource {id:?} ({arn}): this core has no secret store")
-        })?;
-        let fetch = |stage: &str| {
-            source
-                .value(arn, stage)
-                .map_err(|e| format!("secret resource {id:?} ({arn}), stage {stage}: {e}"))?
-                .ok_or_else(|| {
-                    format!(
-                        "secret resource {id:?}: {arn} has no {stage} value in the secret store"
-                    )
-                })
-        };
-        let current = fetch("AWSCURRENT")?;
-        let staged = labels
-            .iter()
-            .map(|l| Ok((l.clone(), fetch(l)?)))
-            .collect::<Result<_, String>>()?;
-        Ok(LocalResource::Secret {
-            arn: arn.to_owned(),
-            current,
-            staged,
-        })
+        coupler_runtime::secrets::fetch(self.config.secrets.as_deref(), id, arn, labels)
+            .map(LocalResource::Secret)
     }
 
     fn build(
@@ -211,7 +183,7 @@ impl Host {
             return Err((
                 "IsolationUnavailable".into(),
                 format!(
-                    "connector {} ({name} version {version}) runs in GreengrassContainer mode, and this core cannot isolate units yet; set its IsolationMode parameter to NoContainer where the connector has one, or start coupler up with --allow-uncontained-connectors to run it without isolation",
+                    "connector {} ({name} version {version}) runs in GreengrassContainer mode, and this core cannot isolate units yet; set its IsolationMode parameter to NoContainer where the connector has one, or start coupler up with --allow-uncontained to run it without isolation",
                     c.id
                 ),
             ));

@@ -77,11 +77,13 @@ pub struct DeviceSpec {
     pub sync_shadow: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionSpec {
     pub id: String,
     pub arn: LambdaArn,
     pub isolation: IsolationMode,
+    /// The function's own `RunAs`, else the group default's.
+    pub run_as: Option<api::FunctionRunAsConfig>,
     pub pinned: bool,
     pub timeout_secs: i64,
     pub memory_kb: Option<i64>,
@@ -839,6 +841,7 @@ fn check_functions(
             id: f.id.clone(),
             arn,
             isolation,
+            run_as: exec.run_as.or(default_run_as),
             pinned: config.pinned.unwrap_or(false),
             timeout_secs: timeout,
             memory_kb: config.memory_size,

@@ -118,10 +118,11 @@ pub struct Agent {
     /// The core's log, which takes its level and space from the deployed group.
     system_log: Option<Arc<SystemLog>>,
     on_activate: Option<Box<OnActivate>>,
-    units: Option<Arc<dyn Units>>,
+    /// Connectors and functions: every kind prepares before any commits.
+    units: Vec<Arc<dyn Units>>,
 }
 
-/// The units of a group (connectors now; functions later) as the agent starts and stops
+/// The units of a group (its connectors, its functions) as the agent starts and stops
 /// them. Two phases, so that a group whose units cannot start leaves the running one alone.
 pub trait Units: Send + Sync {
     /// Check and build every unit of `group` without starting any; the reasons, each with
@@ -169,7 +170,7 @@ impl Agent {
             active: Mutex::new(None),
             system_log: None,
             on_activate: None,
-            units: None,
+            units: Vec::new(),
         }
     }
 
@@ -187,26 +188,32 @@ impl Agent {
         self
     }
 
-    /// Start and stop the group's units with `units`.
+    /// Also start and stop the group's units with `units` (one call per kind of unit).
     #[must_use]
     pub fn with_units(mut self, units: Arc<dyn Units>) -> Self {
-        self.units = Some(units);
+        self.units.push(units);
         self
     }
 
-    /// Build the units of `group`; `Ok(None)` when this agent runs none.
+    /// Build the units of `group`, every kind of them, or list every reason some cannot.
     fn prepare_units(
         &self,
         group_id: &str,
         group: &ValidatedGroup,
-    ) -> Result<Option<Box<dyn PreparedUnits>>, Report> {
-        let Some(units) = &self.units else {
-            return Ok(None);
-        };
-        units
-            .prepare(group_id, group)
-            .map(Some)
-            .map_err(Report::failure)
+    ) -> Result<Vec<Box<dyn PreparedUnits>>, Report> {
+        let mut prepared = Vec::with_capacity(self.units.len());
+        let mut reasons = Vec::new();
+        for units in &self.units {
+            match units.prepare(group_id, group) {
+                Ok(p) => prepared.push(p),
+                Err(r) => reasons.extend(r),
+            }
+        }
+        if reasons.is_empty() {
+            Ok(prepared)
+        } else {
+            Err(Report::failure(reasons))
+        }
     }
 
     /// Everything beside the routing table that follows the active group.
@@ -239,11 +246,11 @@ impl Agent {
             Ok(p) => p,
             Err(r) => {
                 tracing::error!(group = %active.group_id, reason = r.error_message.as_deref().unwrap_or(""), "the restored group's units cannot start");
-                None
+                Vec::new()
             }
         };
         self.router.install(RoutingTable::compile(&group.routes));
-        if let Some(p) = prepared {
+        for p in prepared {
             p.commit();
         }
         self.activated(Some((&active.group_id, &group)));
@@ -279,18 +286,6 @@ impl Agent {
                         c.id,
                         c.arn.connector_name(),
                         c.arn.version()
-                    ),
-                ));
-            }
-        }
-        for f in &group.functions {
-            // GGCloudSpooler and friends are configuration of the core itself.
-            if !f.arn.is_system() {
-                cannot.push((
-                    "UnsupportedFunction".into(),
-                    format!(
-                        "function {} ({}) cannot run: this core has no Lambda runtime yet",
-                        f.id, f.arn
                     ),
                 ));
             }
@@ -354,7 +349,7 @@ impl Agent {
             };
         }
         self.router.install(table);
-        if let Some(p) = prepared {
+        for p in prepared {
             p.commit();
         }
         self.activated(Some((&pending.group_id, &group)));
@@ -371,7 +366,7 @@ impl Agent {
             };
         }
         self.router.install(RoutingTable::default());
-        if let Some(units) = &self.units {
+        for units in &self.units {
             units.stop_all();
         }
         self.activated(None);

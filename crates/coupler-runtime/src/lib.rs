@@ -8,7 +8,9 @@
 
 pub mod active;
 pub mod agent;
+pub mod functions;
 pub mod logs;
+pub mod secrets;
 
 pub use agent::{
     Agent, ControlPlane, OnActivate, Pending, PendingKind, PreparedUnits, Report, Status, Units,

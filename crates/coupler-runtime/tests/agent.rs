@@ -4,9 +4,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use coupler_model::ValidatedGroup;
 use coupler_model::{Entity, GroupBundle, Options, TopicName};
 use coupler_router::{Message, Router, RouterConfig};
-use coupler_runtime::{Agent, ControlPlane, Pending, PendingKind, Report, Status};
+use coupler_runtime::{
+    Agent, ControlPlane, Pending, PendingKind, PreparedUnits, Report, Status, Units,
+};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -61,6 +64,40 @@ fn agent(dir: &std::path::Path, router: &Arc<Router>, can_run: bool) -> Agent {
     )
 }
 
+/// Units that cannot run any function, as a core without a function host.
+struct NoFunctions;
+
+struct Nothing;
+
+impl PreparedUnits for Nothing {
+    fn commit(self: Box<Self>) {}
+}
+
+impl Units for NoFunctions {
+    fn prepare(
+        &self,
+        _group_id: &str,
+        group: &ValidatedGroup,
+    ) -> Result<Box<dyn PreparedUnits>, Vec<(String, String)>> {
+        if group.functions.is_empty() {
+            Ok(Box::new(Nothing))
+        } else {
+            Err(group
+                .functions
+                .iter()
+                .map(|f| {
+                    (
+                        "UnsupportedFunction".to_owned(),
+                        format!("function {} cannot run here", f.id),
+                    )
+                })
+                .collect())
+        }
+    }
+
+    fn stop_all(&self) {}
+}
+
 fn routes_sensor(router: &Router) -> bool {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -96,7 +133,7 @@ fn a_good_group_is_applied_and_survives_a_restart() {
 fn a_failed_deployment_leaves_the_previous_group_serving() {
     let dir = tempfile::tempdir().unwrap();
     let router = Arc::new(Router::new(RouterConfig::default()));
-    let a = agent(dir.path(), &router, false);
+    let a = agent(dir.path(), &router, false).with_units(Arc::new(NoFunctions));
     assert_eq!(a.apply(&deploy("d1", group(""))).status, Status::Success);
 
     let report = a.apply(&deploy("d2", with_function()));
@@ -201,7 +238,7 @@ fn the_loop_applies_what_the_control_plane_hands_out() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let router = Arc::new(Router::new(RouterConfig::default()));
-    let a = Arc::new(agent(dir.path(), &router, false));
+    let a = Arc::new(agent(dir.path(), &router, false).with_units(Arc::new(NoFunctions)));
     let cp = Arc::new(Scripted::default());
     cp.queue.lock().push_back(deploy("d1", group("")));
     let wake = Arc::new(Notify::new());

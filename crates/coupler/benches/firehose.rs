@@ -455,7 +455,7 @@ fn main() {
         &[
             "--mqtt-plain",
             "127.0.0.1:0",
-            "--allow-uncontained-connectors",
+            "--allow-uncontained",
         ],
         &[
             ("COUPLER_ACCESS_KEY_ID", KEY),

@@ -53,11 +53,18 @@ pub struct Args {
     /// Let deployed functions run as root (Greengrass `runtime.allowFunctionsToRunAsRoot`).
     #[arg(long)]
     allow_functions_to_run_as_root: bool,
-    /// Run connectors whose mode is GreengrassContainer (all the container-only ones, such
-    /// as Serial Stream) without isolation. This core cannot isolate units yet; without this
-    /// flag, deployments of such connectors fail and say so.
-    #[arg(long)]
-    allow_uncontained_connectors: bool,
+    /// Run connectors and functions whose mode is GreengrassContainer (all the
+    /// container-only connectors, such as Serial Stream) without isolation. This core cannot
+    /// isolate units yet; without this flag, deployments of such units fail and say so.
+    #[arg(long, visible_alias = "allow-uncontained-connectors")]
+    allow_uncontained: bool,
+    /// Address of the Lambda IPC that functions call (its port is their GG_DAEMON_PORT).
+    /// Keep it on loopback: workers authenticate with tokens, but the calls are plain HTTP.
+    #[arg(long, default_value = "127.0.0.1:8000", env = "COUPLER_IPC")]
+    ipc: SocketAddr,
+    /// The Python 3 interpreter that runs Python functions.
+    #[arg(long, default_value = "python3", env = "COUPLER_PYTHON")]
+    python: PathBuf,
     /// Where a group's secret resources get their values at deployment: `local`, this
     /// control plane's own Secrets Manager store; or `aws`, AWS Secrets Manager
     /// (GetSecretValue with the core's AWS credentials; the endpoint from
@@ -247,6 +254,12 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
         coupler_model::EntityKind::Connector,
         coupler_connectors::connector_inbox(),
     );
+    // A function's queue slows a fast local sender rather than dropping, like a
+    // connector's; its bound is Greengrass's maxWorkItemCount.
+    router_config.per_kind.insert(
+        coupler_model::EntityKind::Function,
+        coupler_connectors::connector_inbox(),
+    );
     let router = Arc::new(Router::new(router_config));
     let broker = coupler_mqtt::Broker::new(
         router.clone(),
@@ -256,20 +269,39 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
         },
     );
     let mqtt_core = Arc::new(crate::mqtt::Core::new(broker.clone(), service.clone(), dir));
+    let secrets: Arc<dyn coupler_connectors::SecretSource> = match args.secrets_manager {
+        SecretsFrom::Local => Arc::new(ControlPlaneSecrets(service.clone())),
+        SecretsFrom::Aws => Arc::new(coupler_connectors::secrets_manager::AwsSecretsManager::new(
+            &args.region,
+        )),
+    };
     let connectors = Arc::new(coupler_connectors::host::Host::new(
         router.clone(),
         coupler_connectors::host::HostConfig {
             log_dir: dir.join(format!("ggc/var/log/user/{}/aws", args.region)),
             region: args.region.clone(),
-            allow_uncontained: args.allow_uncontained_connectors,
-            secrets: Some(match args.secrets_manager {
-                SecretsFrom::Local => Arc::new(ControlPlaneSecrets(service.clone())),
-                SecretsFrom::Aws => Arc::new(
-                    coupler_connectors::secrets_manager::AwsSecretsManager::new(&args.region),
-                ),
-            }),
+            allow_uncontained: args.allow_uncontained,
+            secrets: Some(secrets.clone()),
         },
     ));
+    // Bound now so that functions restored below can connect; served once all is built.
+    let ipc_listener = tokio::net::TcpListener::bind(args.ipc)
+        .await
+        .map_err(|e| format!("cannot listen on {} (--ipc): {e}", args.ipc))?;
+    let functions = Arc::new(coupler_runtime::functions::FunctionHost::new(
+        router.clone(),
+        coupler_runtime::functions::FunctionHostConfig {
+            data_dir: dir.clone(),
+            region: args.region.clone(),
+            ipc_addr: ipc_listener.local_addr().map_err(|e| e.to_string())?,
+            python: args.python.clone(),
+            max_on_demand_workers: coupler_runtime::functions::DEFAULT_MAX_ON_DEMAND_WORKERS,
+            allow_uncontained: args.allow_uncontained,
+            allow_root: args.allow_functions_to_run_as_root,
+            secrets: Some(secrets),
+            code: Arc::new(ControlPlaneCode(service.clone())),
+        },
+    )?);
     let agent = Arc::new(
         Agent::new(
             router.clone(),
@@ -284,7 +316,8 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
             let mqtt_core = mqtt_core.clone();
             Box::new(move |group| mqtt_core.activate(group))
         })
-        .with_units(connectors.clone()),
+        .with_units(connectors.clone())
+        .with_units(functions.clone()),
     );
     let active = agent.restore().map_err(|e| e.to_string())?;
 
@@ -339,6 +372,10 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
         let a = l.local_addr().map_err(|e| e.to_string())?;
         say!("  device MQTT plain  mqtt://{a}  (no certificates: development only)");
     }
+    say!(
+        "  Lambda IPC         http://{}  (GG_DAEMON_PORT for functions)",
+        ipc_listener.local_addr().map_err(|e| e.to_string())?
+    );
     say!("  health / metrics   http://{addr}/health  http://{addr}/metrics");
     say!("  core log           {}", system_log.path().display());
     say!();
@@ -387,6 +424,14 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
     }
     tokio::spawn(mqtt_core.clone().keep_fresh(stopped()));
     {
+        let (functions, stop) = (functions.clone(), stopped());
+        tokio::spawn(async move {
+            if let Err(e) = functions.serve_ipc(ipc_listener, stop).await {
+                tracing::error!(error = %e, "the Lambda IPC stopped");
+            }
+        });
+    }
+    {
         let mqtt_stop = mqtt_stop.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
@@ -394,7 +439,7 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
             let _ = stop_tx.send(true);
         });
     }
-    let extra = status_routes(router, agent, broker, connectors);
+    let extra = status_routes(router, agent, broker, connectors, functions);
     tracing::info!(%addr, "control-plane API listening");
     coupler_api::serve_with(listener, state, extra, stopped())
         .await
@@ -410,6 +455,7 @@ fn status_routes(
     agent: Arc<Agent>,
     broker: Arc<coupler_mqtt::Broker>,
     connectors: Arc<coupler_connectors::host::Host>,
+    functions: Arc<coupler_runtime::functions::FunctionHost>,
 ) -> axum::Router {
     let health = {
         let (router, agent, broker) = (router.clone(), agent.clone(), broker.clone());
@@ -433,16 +479,18 @@ fn status_routes(
         }
     };
     let metrics = move || {
-        let (router, agent, broker, connectors) = (
+        let (router, agent, broker, connectors, functions) = (
             router.clone(),
             agent.clone(),
             broker.clone(),
             connectors.clone(),
+            functions.clone(),
         );
         async move {
             let mut text = metrics_text(&router, &agent);
             mqtt_metrics(&mut text, &broker.stats());
             connector_metrics(&mut text, &connectors.stats());
+            function_metrics(&mut text, &functions.stats());
             ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
         }
     };
@@ -599,6 +647,72 @@ fn connector_metrics(out: &mut String, stats: &[coupler_connectors::host::Connec
     let _ = writeln!(out, "coupler_connectors_running {}", stats.len());
 }
 
+fn function_metrics(out: &mut String, stats: &[coupler_runtime::functions::FunctionStats]) {
+    type Read = fn(&coupler_runtime::functions::FunctionStats) -> u64;
+    let families: [(&str, &str, &str, Read); 9] = [
+        (
+            "coupler_function_invocations_total",
+            "counter",
+            "Invocations a function's worker finished (with a result or a handled error).",
+            |f| f.invocations,
+        ),
+        (
+            "coupler_function_handled_errors_total",
+            "counter",
+            "Invocations whose handler raised (FunctionError Handled).",
+            |f| f.handled_errors,
+        ),
+        (
+            "coupler_function_unhandled_errors_total",
+            "counter",
+            "Invocations ended by the core: timeouts and workers that died (FunctionError Unhandled).",
+            |f| f.unhandled_errors,
+        ),
+        (
+            "coupler_function_timeouts_total",
+            "counter",
+            "Invocations that ran past the function's Timeout.",
+            |f| f.timeouts,
+        ),
+        (
+            "coupler_function_queue_full_total",
+            "counter",
+            "Direct invocations refused because the function's queue was full.",
+            |f| f.queue_full,
+        ),
+        (
+            "coupler_function_not_json_total",
+            "counter",
+            "Payloads not delivered to a json function because they were not JSON.",
+            |f| f.not_json,
+        ),
+        (
+            "coupler_function_restarts_total",
+            "counter",
+            "Restarts of a pinned function's worker.",
+            |f| f.restarts,
+        ),
+        (
+            "coupler_function_workers",
+            "gauge",
+            "Worker processes of a function.",
+            |f| f.workers as u64,
+        ),
+        (
+            "coupler_function_queued",
+            "gauge",
+            "Work waiting for a function.",
+            |f| f.queued as u64,
+        ),
+    ];
+    for (name, kind, help, read) in families {
+        family(out, name, kind, help);
+        for f in stats {
+            let _ = writeln!(out, "{name}{{function=\"{}\"}} {}", label(&f.arn), read(f));
+        }
+    }
+}
+
 /// The MQTT server's counters in the Prometheus text format.
 fn mqtt_metrics(out: &mut String, s: &coupler_mqtt::StatsSnapshot) {
     let plain: [(&str, &str, &str, u64); 11] = [
@@ -738,5 +852,21 @@ impl coupler_connectors::SecretSource for ControlPlaneSecrets {
             .secret_value(arn, Some(stage))
             .map(|v| v.map(|v| v.value))
             .map_err(|e| e.to_string())
+    }
+}
+
+/// Function code from this process's own control plane (its Lambda API).
+struct ControlPlaneCode(Arc<Service>);
+
+impl coupler_runtime::functions::CodeSource for ControlPlaneCode {
+    fn code(&self, arn: &str) -> Result<coupler_runtime::functions::FunctionCode, String> {
+        let c = self.0.function_code(arn).map_err(|e| e.to_string())?;
+        Ok(coupler_runtime::functions::FunctionCode {
+            version_arn: c.version_arn,
+            runtime: c.runtime,
+            handler: c.handler,
+            code_sha256: c.code_sha256,
+            zip: c.zip,
+        })
     }
 }

@@ -1,0 +1,1 @@
+# Coupler's client for the Greengrass Lambda IPC (HTTP on loopback).
