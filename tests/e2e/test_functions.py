@@ -66,17 +66,37 @@ def handler(event, context):
     op = event["op"]
     out = {"op": op}
     try:
-        if op == "invoke":
+        if op in ("invoke", "invoke_raw"):
+            payload = event["payload"] if op == "invoke_raw" else json.dumps(event["payload"])
             r = lam.invoke(FunctionName=event["target"], InvocationType="RequestResponse",
-                           Payload=json.dumps(event["payload"]))
+                           Payload=payload)
             body = r["Payload"].read() if hasattr(r["Payload"], "read") else r["Payload"]
-            out.update(error=r["FunctionError"], payload=json.loads(body))
+            body = body.decode() if op == "invoke_raw" else json.loads(body)
+            out.update(error=r["FunctionError"], payload=body)
         elif op == "secret":
             v = secrets.get_secret_value(SecretId=event["id"])
             out.update(value=v["SecretString"], name=v["Name"])
     except Exception as e:
         out.update(exception=type(e).__name__, message=str(e))
     iot.publish(topic="result/" + op, payload=json.dumps(out))
+'''
+
+BINARY = '''
+def handler(event, context):
+    assert isinstance(event, bytes), type(event)
+    return event[::-1]
+'''
+
+IDENT = '''
+import os
+import sys
+def handler(event, context):
+    print("ident called with", event)
+    return {"uid": os.getuid(), "gid": os.getgid(), "argv": sys.argv[1:]}
+'''
+
+BROKEN = '''
+raise RuntimeError("boom at import")
 '''
 
 COUNTER = '''
@@ -125,16 +145,21 @@ def run_lambda(server, *args: str) -> dict:
 
 
 def fn(arn: str, *, pinned: bool, timeout: int = 3, variables: dict | None = None,
-       resources: list | None = None, encoding: str = "json") -> dict:
+       resources: list | None = None, encoding: str = "json", run_as: dict | None = None,
+       exec_args: str | None = None) -> dict:
     env: dict = {}
+    if run_as:
+        env["Execution"] = {"RunAs": run_as}
     if variables:
         env["Variables"] = variables
     if resources:
         env["ResourceAccessPolicies"] = [{"ResourceId": r, "Permission": "ro"} for r in resources]
     name = arn.split(":")[6]
-    return {"Id": name, "FunctionArn": arn, "FunctionConfiguration": {
-        "Executable": f"{name.lower()}.handler", "Pinned": pinned, "Timeout": timeout,
-        "EncodingType": encoding, "Environment": env}}
+    config = {"Executable": f"{name.lower()}.handler", "Pinned": pinned, "Timeout": timeout,
+              "EncodingType": encoding, "Environment": env}
+    if exec_args:
+        config["ExecArgs"] = exec_args
+    return {"Id": name, "FunctionArn": arn, "FunctionConfiguration": config}
 
 
 def thing(account: str, name: str) -> str:
@@ -144,7 +169,9 @@ def thing(account: str, name: str) -> str:
 @pytest.fixture(scope="module")
 def core(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("functions")
-    server = start_server(tmp)
+    # Root only for the RunAs test, which sets a group id under uid 0 (the CI machine's
+    # Python lives in root's home, out of other users' reach).
+    server = start_server(tmp, "--allow-functions-to-run-as-root")
     yield server, tmp
     server.stop()
 
@@ -155,7 +182,8 @@ def group(core):
     server, tmp = core
     arns = {name: create_function(server, tmp, name, src) for name, src in [
         ("Echo", ECHO), ("Adder", ADDER), ("Raiser", RAISER), ("Sleeper", SLEEPER),
-        ("Caller", CALLER), ("Counter", COUNTER)]}
+        ("Caller", CALLER), ("Counter", COUNTER), ("Binary", BINARY), ("Ident", IDENT),
+        ("Broken", BROKEN)]}
     account = arns["Echo"].split(":")[4]
     granted = create_secret(server, "greengrass-granted", "open sesame")
     create_secret(server, "greengrass-other", "not for you")
@@ -183,6 +211,10 @@ def group(core):
                 fn(arns["Sleeper"], pinned=True, timeout=1),
                 fn(arns["Caller"], pinned=True, timeout=10, resources=["granted"]),
                 fn(arns["Counter"], pinned=True),
+                fn(arns["Binary"], pinned=False, encoding="binary"),
+                fn(arns["Ident"], pinned=False, run_as={"Uid": 0, "Gid": 100},
+                   exec_args="--mode fast"),
+                fn(arns["Broken"], pinned=False),
             ]},
         "subscriptions": {"Subscriptions": [
             {"Id": i, "Source": s, "Subject": t, "Target": d} for i, s, t, d in subs]},
@@ -265,6 +297,61 @@ def test_secret_granted_and_refused(group):
     body = result(device, "result/secret")
     assert body["exception"] == "SecretsManagerError", body
     assert "not for you" not in json.dumps(body)
+
+
+def test_binary_encoding_passes_bytes(group):
+    device = group["device"]
+    device.request("call", {"op": "invoke_raw", "target": group["arns"]["Binary"],
+                            "payload": "not json at all"})
+    body = result(device, "result/invoke_raw")
+    assert body == {"op": "invoke_raw", "error": "", "payload": "lla ta nosj ton"}, body
+
+
+def test_json_function_refuses_non_json_payload(group):
+    device = group["device"]
+    device.request("call", {"op": "invoke_raw", "target": group["arns"]["Adder"],
+                            "payload": "not json"})
+    body = result(device, "result/invoke_raw")
+    assert body["error"] == "Unhandled", body
+    assert "could not parse the payload as JSON" in body["payload"], body
+
+
+def test_run_as_exec_args_and_stdout(group):
+    device = group["device"]
+    device.request("call", {"op": "invoke", "target": group["arns"]["Ident"],
+                            "payload": {"who": "me"}})
+    body = result(device, "result/invoke")
+    assert body["payload"] == {"uid": 0, "gid": 100, "argv": ["--mode", "fast"]}, body
+    logs = list(Path(group["server"].data_dir).glob("ggc/var/log/user/us-east-1/*/Ident.log"))
+    deadline = time.monotonic() + 5
+    while "[INFO]-ident called with {'who': 'me'}" not in logs[0].read_text():
+        assert time.monotonic() < deadline, logs[0].read_text()
+        time.sleep(0.05)
+
+
+def test_worker_that_cannot_start_fails_the_invocation(group):
+    device = group["device"]
+    device.request("call", {"op": "invoke", "target": group["arns"]["Broken"],
+                            "payload": {}})
+    body = result(device, "result/invoke", timeout=30)
+    assert body["error"] == "Unhandled", body
+    assert "could not start" in body["payload"]["errorMessage"], body
+    assert "boom at import" in body["payload"]["errorMessage"], body
+    log = next(Path(group["server"].data_dir).glob(
+        "ggc/var/log/user/us-east-1/*/Broken.log")).read_text()
+    assert "Failed to initialize Lambda runtime due to exception: boom at import" in log, log
+
+
+def test_health_api_lists_workers(group):
+    import urllib.request
+    server = group["server"]
+    port = next(int(l.split("127.0.0.1:")[1].split()[0]) for l in server.stdout_lines
+                if "Lambda IPC" in l)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/2016-11-01/health/workers") as r:
+        workers = json.load(r)
+    echo = [w for w in workers if w["FuncArn"] == group["arns"]["Echo"]]
+    assert len(echo) == 1 and echo[0]["WorkerState"] in ("Waiting", "Working"), workers
+    assert echo[0]["ProcessId"] > 0
 
 
 def test_burst_of_1000_in_order(group):

@@ -452,11 +452,7 @@ fn main() {
     // Then Coupler.
     let up = up::start(
         &dir.path().join("coupler"),
-        &[
-            "--mqtt-plain",
-            "127.0.0.1:0",
-            "--allow-uncontained",
-        ],
+        &["--mqtt-plain", "127.0.0.1:0", "--allow-uncontained"],
         &[
             ("COUPLER_ACCESS_KEY_ID", KEY),
             ("COUPLER_SECRET_ACCESS_KEY", SECRET),

@@ -381,6 +381,8 @@ fn ready(f: &Function, worker: &Worker) {
     let mut state = worker.state.lock();
     if *state == WorkerState::Starting {
         f.starting.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        f.failed_starts
+            .store(0, std::sync::atomic::Ordering::Release);
     }
     *state = WorkerState::Waiting;
 }
@@ -446,6 +448,7 @@ async fn initialized(
                 worker.id, report.response
             ),
         );
+        *worker.init_error.lock() = Some(report.response);
     }
     Ok(StatusCode::ACCEPTED.into_response())
 }

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -41,11 +41,16 @@ use crate::{PreparedUnits, Units};
 pub const DEFAULT_MAX_ON_DEMAND_WORKERS: usize = 25;
 /// Direct invocations waiting for one function; more are refused with "queue full".
 const DIRECT_QUEUE: usize = 1024;
-/// Backoff between restarts of a pinned function's worker.
+/// Backoff before starting a worker again after workers that died before they were ready
+/// (an import error, a missing interpreter): doubling from the first, up to the max.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// A worker that ran this long before it died restarts without delay.
-const STABLE_RUN: Duration = Duration::from_secs(60);
+/// A worker that died after it was ready (a timeout, a crash in a handler) is replaced after
+/// this pause, so that even a function that kills itself at once cannot spin.
+const REPLACE_AFTER: Duration = Duration::from_millis(100);
+/// An on-demand invocation fails (`Unhandled`) after this many workers in a row died
+/// before they were ready.
+const MAX_FAILED_STARTS: u32 = 3;
 
 /// Settings of the function host.
 #[derive(Clone)]
@@ -158,6 +163,8 @@ struct Worker {
     state: Mutex<WorkerState>,
     current: Mutex<Option<InFlight>>,
     kill: Notify,
+    /// What the worker reported when it could not initialize.
+    init_error: Mutex<Option<String>>,
 }
 
 /// A worker waiting in `GET …/work` for its next item.
@@ -226,6 +233,9 @@ pub(crate) struct Function {
     idle_changed: Notify,
     workers: Mutex<HashMap<u64, Arc<Worker>>>,
     starting: AtomicUsize,
+    /// Workers in a row that died before they were ready, and why the last one did.
+    failed_starts: AtomicU32,
+    last_failure: Mutex<String>,
     stop: watch::Sender<bool>,
     counters: Counters,
 }
@@ -242,6 +252,14 @@ impl Function {
     async fn stopped(&self) {
         let mut rx = self.stop.subscribe();
         let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// How long to wait before starting the next worker.
+    fn start_backoff(&self) -> Duration {
+        match self.failed_starts.load(Ordering::Acquire) {
+            0 => Duration::ZERO,
+            n => (FIRST_BACKOFF * 2u32.pow((n - 1).min(7))).min(MAX_BACKOFF),
+        }
     }
 
     /// Whether `target` (as an invoker wrote it) names this function: its exact ARN, or
@@ -363,6 +381,7 @@ impl Shared {
             state: Mutex::new(WorkerState::Starting),
             current: Mutex::new(None),
             kill: Notify::new(),
+            init_error: Mutex::new(None),
         });
         f.starting.fetch_add(1, Ordering::AcqRel);
         if !f.pinned() {
@@ -372,17 +391,11 @@ impl Shared {
         let shared = self.clone();
         let f = f.clone();
         self.handle.spawn(async move {
-            let started = Instant::now();
             let status = shared.run_worker(&f, &worker).await;
             shared.worker_gone(&f, &worker, &status);
             if f.pinned() && !f.stopping() {
                 f.counters.restarts.fetch_add(1, Ordering::Relaxed);
-                let backoff = if started.elapsed() >= STABLE_RUN {
-                    Duration::ZERO
-                } else {
-                    let n = f.counters.restarts.load(Ordering::Relaxed).min(8) as u32;
-                    (FIRST_BACKOFF * 2u32.pow(n.saturating_sub(1))).min(MAX_BACKOFF)
-                };
+                let backoff = f.start_backoff().max(REPLACE_AFTER);
                 f.log.log(
                     Level::INFO,
                     &format!("restarting the worker in {} ms", backoff.as_millis()),
@@ -473,6 +486,12 @@ impl Shared {
         f.workers.lock().remove(&worker.id);
         if *worker.state.lock() == WorkerState::Starting {
             f.starting.fetch_sub(1, Ordering::AcqRel);
+            f.failed_starts.fetch_add(1, Ordering::AcqRel);
+            *f.last_failure.lock() = worker
+                .init_error
+                .lock()
+                .take()
+                .unwrap_or_else(|| why.to_owned());
         }
         if !f.pinned() {
             self.on_demand_workers.fetch_sub(1, Ordering::AcqRel);
@@ -520,6 +539,33 @@ impl Shared {
                 && self.on_demand_workers.load(Ordering::Acquire)
                     < self.config.max_on_demand_workers
             {
+                if f.failed_starts.load(Ordering::Acquire) >= MAX_FAILED_STARTS {
+                    // Workers cannot start: the invocation fails rather than wait forever,
+                    // and the next one tries again.
+                    f.failed_starts.store(0, Ordering::Release);
+                    let why = f.last_failure.lock().clone();
+                    f.counters.unhandled_errors.fetch_add(1, Ordering::Relaxed);
+                    f.log.log(
+                        Level::ERROR,
+                        &format!(
+                            "invocation {} failed: no worker could start ({why})",
+                            item.id
+                        ),
+                    );
+                    if let Some(reply) = item.reply {
+                        let _ = reply.send(Outcome::unhandled(&format!(
+                            "the function's worker could not start: {why}; see the function's log"
+                        )));
+                    }
+                    return true;
+                }
+                let backoff = f.start_backoff();
+                if !backoff.is_zero() {
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = f.stopped() => return false,
+                    }
+                }
                 self.spawn_worker(f);
             }
             tokio::select! {
@@ -885,6 +931,8 @@ impl FunctionHost {
             idle_changed: Notify::new(),
             workers: Mutex::new(HashMap::new()),
             starting: AtomicUsize::new(0),
+            failed_starts: AtomicU32::new(0),
+            last_failure: Mutex::new(String::new()),
             stop: watch::Sender::new(false),
             counters: Counters::default(),
         }))
