@@ -8,12 +8,13 @@ import io
 import json
 import subprocess
 import time
+import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from ggtest import (CLI_TIMEOUT_S, MqttDevice, aws_command, deploy_with_cli, metric, run_aws,
+from ggtest import (CLI_TIMEOUT_S, MqttDevice, aws_command, deploy_with_cli, run_aws,
                     start_server)
 
 CERT_SUFFIX = "cert/" + "ab" * 32
@@ -93,6 +94,25 @@ import sys
 def handler(event, context):
     print("ident called with", event)
     return {"uid": os.getuid(), "gid": os.getgid(), "argv": sys.argv[1:]}
+'''
+
+STUCK = '''
+import json
+import time
+import greengrasssdk
+
+iot = greengrasssdk.client("iot-data")
+count = 0
+
+def handler(event, context):
+    global count
+    if event.get("done"):
+        iot.publish(topic="stuck/result", payload=json.dumps({"count": count}))
+        count = 0
+        return
+    if event["seq"] == 0:
+        time.sleep(4)
+    count += 1
 '''
 
 BROKEN = '''
@@ -183,7 +203,7 @@ def group(core):
     arns = {name: create_function(server, tmp, name, src) for name, src in [
         ("Echo", ECHO), ("Adder", ADDER), ("Raiser", RAISER), ("Sleeper", SLEEPER),
         ("Caller", CALLER), ("Counter", COUNTER), ("Binary", BINARY), ("Ident", IDENT),
-        ("Broken", BROKEN)]}
+        ("Broken", BROKEN), ("Stuck", STUCK)]}
     account = arns["Echo"].split(":")[4]
     granted = create_secret(server, "greengrass-granted", "open sesame")
     create_secret(server, "greengrass-other", "not for you")
@@ -194,6 +214,8 @@ def group(core):
         ("call", dev, "call", arns["Caller"]), ("result", arns["Caller"], "result/#", dev),
         ("burst", dev, "burst", arns["Counter"]),
         ("burst-out", arns["Counter"], "burst/result", dev),
+        ("stuck", dev, "stuck", arns["Stuck"]),
+        ("stuck-out", arns["Stuck"], "stuck/result", dev),
     ]
     parts = {
         "core": {"Cores": [{"Id": "core", "ThingArn": thing(account, "core"),
@@ -215,6 +237,7 @@ def group(core):
                 fn(arns["Ident"], pinned=False, run_as={"Uid": 0, "Gid": 100},
                    exec_args="--mode fast"),
                 fn(arns["Broken"], pinned=False),
+                fn(arns["Stuck"], pinned=True, timeout=10),
             ]},
         "subscriptions": {"Subscriptions": [
             {"Id": i, "Source": s, "Subject": t, "Target": d} for i, s, t, d in subs]},
@@ -343,7 +366,6 @@ def test_worker_that_cannot_start_fails_the_invocation(group):
 
 
 def test_health_api_lists_workers(group):
-    import urllib.request
     server = group["server"]
     port = next(int(l.split("127.0.0.1:")[1].split()[0]) for l in server.stdout_lines
                 if "Lambda IPC" in l)
@@ -402,3 +424,22 @@ def test_container_mode_fails_clearly(core):
     _, status = deploy_with_cli(server, parts, name="boxed")
     assert status["DeploymentStatus"] == "Failure", status
     assert "NoContainer" in status["ErrorMessage"], status
+
+
+def test_overflow_slows_then_drops_and_counts(group):
+    """A function stuck for 4 s: 1024 messages wait in its inbox, the sender is held up to
+    2 s for each one more, then that one is dropped and counted. Nothing else is lost."""
+    device, server = group["device"], group["server"]
+    sent = 1100
+    for seq in range(sent):
+        device.c.publish("stuck", json.dumps({"seq": seq}), qos=0)
+    device.request("stuck", {"done": True})
+    ran = result(device, "stuck/result", timeout=60)["count"]
+    text = urllib.request.urlopen(server.url + "/metrics", timeout=10).read().decode()
+    dropped = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith("coupler_router_dropped_total{")
+                  and f'target="{group["arns"]["Stuck"]}"' in line
+                  and 'reason="block_deadline"' in line)
+    assert dropped >= 1, (ran, dropped)
+    assert ran + dropped == sent, (ran, dropped)
+    assert ran >= 1024, (ran, dropped)

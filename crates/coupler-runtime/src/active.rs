@@ -100,10 +100,16 @@ impl ActiveStore {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(|e| self.io(e))?;
         let tmp = dir.join(".group.json.tmp");
-        let mut f = fs::File::create(&tmp).map_err(|e| self.io(e))?;
-        f.write_all(data).map_err(|e| self.io(e))?;
-        f.sync_all().map_err(|e| self.io(e))?;
-        drop(f);
+        let written = fs::File::create(&tmp).and_then(|mut f| {
+            f.write_all(data)?;
+            f.sync_all()
+        });
+        if let Err(e) = written {
+            // A full disk leaves the old file as it was; the partial copy must not keep
+            // holding the space.
+            let _ = fs::remove_file(&tmp);
+            return Err(self.io(e));
+        }
         fs::rename(&tmp, &self.path).map_err(|e| self.io(e))?;
         // The rename is durable only once the directory is.
         fs::File::open(dir)

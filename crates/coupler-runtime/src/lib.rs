@@ -11,6 +11,8 @@ pub mod agent;
 pub mod functions;
 pub mod logs;
 pub mod secrets;
+pub mod shadow;
+pub mod shadow_service;
 
 pub use agent::{
     Agent, ControlPlane, OnActivate, Pending, PendingKind, PreparedUnits, Report, Status, Units,

@@ -249,14 +249,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let up = up::start(
         &dir.path().join("data"),
-        &[
-            "--mqtt-plain",
-            "127.0.0.1:0",
-            "--ipc",
-            "127.0.0.1:0",
-            "--account-id",
-            ACCOUNT,
-        ],
+        &["--mqtt-plain", "127.0.0.1:0", "--account-id", ACCOUNT],
         &[
             ("COUPLER_ACCESS_KEY_ID", KEY),
             ("COUPLER_SECRET_ACCESS_KEY", SECRET),

@@ -284,6 +284,19 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
             secrets: Some(secrets.clone()),
         },
     ));
+    let shadows = {
+        let path = dir.join("ggc/var/state/shadows");
+        let store = coupler_runtime::shadow::Shadows::open(
+            &path,
+            coupler_runtime::shadow::DEFAULT_MAX_DOCUMENT_BYTES,
+        )
+        .map_err(|e| format!("the local shadows in {}: {e}", path.display()))?;
+        Arc::new(coupler_runtime::shadow_service::ShadowService::new(
+            store,
+            router.clone(),
+        ))
+    };
+    tokio::spawn(shadows.clone().run());
     // Bound now so that functions restored below can connect; served once all is built.
     let ipc_listener = tokio::net::TcpListener::bind(args.ipc)
         .await
@@ -300,6 +313,7 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
             allow_root: args.allow_functions_to_run_as_root,
             secrets: Some(secrets),
             code: Arc::new(ControlPlaneCode(service.clone())),
+            shadows: Some(shadows.clone()),
         },
     )?);
     let agent = Arc::new(
@@ -313,8 +327,14 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
         )
         .with_system_log(system_log.clone())
         .on_activate({
-            let mqtt_core = mqtt_core.clone();
-            Box::new(move |group| mqtt_core.activate(group))
+            let (mqtt_core, shadows) = (mqtt_core.clone(), shadows.clone());
+            Box::new(move |group| {
+                // A reset removes the local shadows, as in Greengrass.
+                if group.is_none() {
+                    shadows.clear();
+                }
+                mqtt_core.activate(group);
+            })
         })
         .with_units(connectors.clone())
         .with_units(functions.clone()),

@@ -154,17 +154,8 @@ async fn post_work(
             keep(&shared, &id, Slot::Done(outcome, Instant::now()))?;
             accepted(&id)
         }
-        t if t.starts_with("arn:aws:lambda:::function:GGShadowService") || t == SHADOW => {
-            let outcome = Outcome {
-                payload: Bytes::from(
-                    serde_json::json!({
-                        "code": 503,
-                        "message": "The local shadow service is not available on this core yet",
-                    })
-                    .to_string(),
-                ),
-                error: FunctionError::None,
-            };
+        t if t == SHADOW || t.starts_with("arn:aws:lambda:::function:GGShadowService:") => {
+            let outcome = shadow(&shared, client_context, &body).await;
             keep(&shared, &id, Slot::Done(outcome, Instant::now()))?;
             accepted(&id)
         }
@@ -187,6 +178,37 @@ fn keep(shared: &Shared, id: &str, slot: Slot) -> Result<(), Refusal> {
             StatusCode::TOO_MANY_REQUESTS,
             "too many invocation results wait to be fetched; try again".into(),
         ))
+    }
+}
+
+/// The SDK's shadow calls: the topic is the client context's subject.
+async fn shadow(shared: &Shared, client_context: &str, body: &[u8]) -> Outcome {
+    let error = |code: u16, message: String| Outcome {
+        payload: Bytes::from(serde_json::json!({ "code": code, "message": message }).to_string()),
+        error: FunctionError::None,
+    };
+    let Some(service) = &shared.config.shadows else {
+        return error(
+            503,
+            "The local shadow service is not available on this core".into(),
+        );
+    };
+    let custom = custom(client_context);
+    let subject = custom
+        .get("subject")
+        .and_then(|s| s.as_str())
+        .unwrap_or_default();
+    match service.request(subject, body).await {
+        Some(answer) => Outcome {
+            payload: Bytes::from(answer),
+            error: FunctionError::None,
+        },
+        None => error(
+            400,
+            format!(
+                "{subject:?} is not a shadow request topic ($aws/things/THING/shadow/get|update|delete)"
+            ),
+        ),
     }
 }
 

@@ -70,6 +70,8 @@ pub struct FunctionHostConfig {
     pub allow_root: bool,
     pub secrets: Option<Arc<dyn SecretSource>>,
     pub code: Arc<dyn CodeSource>,
+    /// The local shadow service the SDK's shadow calls reach.
+    pub shadows: Option<Arc<crate::shadow_service::ShadowService>>,
 }
 
 impl std::fmt::Debug for FunctionHostConfig {

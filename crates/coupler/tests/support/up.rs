@@ -41,11 +41,20 @@ pub fn clean(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
-/// `coupler up --api 127.0.0.1:0 --mqtt 127.0.0.1:0 EXTRA… --data-dir DIR` with `env`
-/// added; returns once it has printed its startup lines.
+/// `coupler up --api 127.0.0.1:0 --mqtt 127.0.0.1:0 --ipc 127.0.0.1:0 EXTRA… --data-dir DIR`
+/// with `env` added; returns once it has printed its startup lines.
 pub fn start(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Up {
     let mut child = clean(&mut Command::new(env!("CARGO_BIN_EXE_coupler")))
-        .args(["up", "--api", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
+        // Free ports for everything, so that tests and benchmarks can run side by side.
+        .args([
+            "up",
+            "--api",
+            "127.0.0.1:0",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--ipc",
+            "127.0.0.1:0",
+        ])
         .args(extra)
         .arg("--data-dir")
         .arg(dir)
