@@ -81,6 +81,28 @@ impl Client {
         Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
 
+    /// A JSON 1.1 operation (`X-Amz-Target`, as the Secrets Manager API on the same
+    /// endpoint takes them), signed for `service`; the JSON answer, or why it was refused.
+    pub async fn call_target(
+        &self,
+        service: &str,
+        target: &str,
+        body: &Value,
+    ) -> Result<Value, String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "content-type",
+            HeaderValue::from_static("application/x-amz-json-1.1"),
+        );
+        headers.insert(
+            "x-amz-target",
+            HeaderValue::from_str(target).map_err(|e| e.to_string())?,
+        );
+        let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+        let (bytes, _) = self.send(Method::POST, "/", headers, body, service).await?;
+        serde_json::from_slice(&bytes).map_err(|e| format!("{target}: {e}"))
+    }
+
     /// A signed request with a prepared body; the raw answer and how long the round trip
     /// took (signing included), or why it was refused.
     pub async fn call_raw(
@@ -90,11 +112,28 @@ impl Client {
         body: Vec<u8>,
     ) -> Result<(Bytes, Duration), String> {
         let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        // The Lambda API shares the endpoint but signs as its own service.
+        let service = if path.starts_with("/2015-03-31/") {
+            "lambda"
+        } else {
+            "greengrass"
+        };
+        self.send(method, path, headers, body, service).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        mut headers: HeaderMap,
+        body: Vec<u8>,
+        service: &str,
+    ) -> Result<(Bytes, Duration), String> {
         headers.insert(
             "host",
             HeaderValue::from_str(&self.host).map_err(|e| e.to_string())?,
         );
-        headers.insert("content-type", HeaderValue::from_static("application/json"));
         let (raw_path, raw_query) = match path.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (path, None),
@@ -112,12 +151,7 @@ impl Client {
                 access_key_id: &self.key_id,
                 secret_access_key: &self.secret,
                 region: &self.region,
-                // The Lambda API shares the endpoint but signs as its own service.
-                service: if raw_path.starts_with("/2015-03-31/") {
-                    "lambda"
-                } else {
-                    "greengrass"
-                },
+                service,
                 time: time::OffsetDateTime::now_utc(),
             },
         )
@@ -145,7 +179,10 @@ impl Client {
         let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let refused = Refused {
             status: status.as_u16(),
-            code: code.unwrap_or_else(|| status.to_string()),
+            // JSON 1.1 operations name their error in `__type`.
+            code: code
+                .or_else(|| json["__type"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| status.to_string()),
             message: json["Message"]
                 .as_str()
                 .or(json["message"].as_str())

@@ -367,6 +367,24 @@ async fn issue_device_certificate(State(s): St, body: Bytes) -> Response {
     run(&s, move |svc| svc.issue_device_certificate(&body)).await
 }
 
+// ---- remote cores (`coupler core`) -----------------------------------------------------
+
+async fn core_pending(State(s): St, Path(thing): Path<String>) -> Response {
+    run(&s, move |svc| svc.core_pending_deployment(&thing)).await
+}
+
+async fn core_report(
+    State(s): St,
+    Path((id, did)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    run(&s, move |svc| svc.core_report_deployment(&id, &did, &body)).await
+}
+
+async fn core_server_certificate(State(s): St, Path(id): Path<String>, body: Bytes) -> Response {
+    run(&s, move |svc| svc.core_server_certificate(&id, &body)).await
+}
+
 // ---- things ---------------------------------------------------------------------------
 
 async fn get_connectivity(State(s): St, Path(thing): Path<String>) -> Response {
@@ -852,6 +870,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/coupler/device-certificates",
             post(issue_device_certificate),
+        )
+        .route(
+            "/coupler/cores/{thing}/pending-deployment",
+            get(core_pending),
+        )
+        .route(
+            "/coupler/groups/{id}/deployments/{did}/status",
+            put(core_report),
+        )
+        .route(
+            "/coupler/groups/{id}/server-certificate",
+            post(core_server_certificate),
         )
         .route(
             "/greengrass/bulk/deployments",

@@ -5,11 +5,11 @@
 //!
 //! Storage, in the control plane's [`Store`]:
 //!
-//! * `lambda/functions`: one [`FunctionRecord`] per function, keyed by name: `$LATEST`'s
+//! * `lambda/functions`: one `FunctionRecord` per function, keyed by name: `$LATEST`'s
 //!   configuration, the last version number handed out, and tags;
-//! * `lambda/versions/NAME`: one [`VersionRecord`] per published version, keyed by number
+//! * `lambda/versions/NAME`: one `VersionRecord` per published version, keyed by number
 //!   (insertion order is numeric order, as numbers only grow);
-//! * `lambda/aliases/NAME`: one [`AliasRecord`] per alias, keyed by alias name;
+//! * `lambda/aliases/NAME`: one `AliasRecord` per alias, keyed by alias name;
 //! * `lambda/code/NAME`: the zips as raw bytes, keyed by `CodeSha256`. Versions with the same
 //!   code share one zip; a zip goes when nothing refers to it any more.
 //!

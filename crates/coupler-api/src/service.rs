@@ -130,6 +130,37 @@ struct RoleRecord {
     associated_at: String,
 }
 
+/// A server certificate and key from a group CA, with the CA that devices trust.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServerCertificate {
+    pub ca_pem: String,
+    pub certificate_pem: String,
+    pub private_key_pem: String,
+    pub expiry_ms: u64,
+}
+
+impl std::fmt::Debug for ServerCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerCertificate")
+            .field("expiry_ms", &self.expiry_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The thing name of a group's core, if its core definition names one.
+fn core_thing(bundle: &GroupBundle) -> Option<String> {
+    let core = bundle
+        .core_definition_version
+        .as_ref()?
+        .cores
+        .as_ref()?
+        .first()?;
+    coupler_model::arn::ThingArn::parse(&core.thing_arn)
+        .ok()
+        .map(|t| t.thing_name().to_owned())
+}
+
 /// A stored deployment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -507,6 +538,74 @@ impl Service {
             record,
             group,
         }))
+    }
+
+    /// The deployment waiting for the core of `thing` (a core attached with `coupler core`):
+    /// the newest `InProgress` deployment of a group whose version names `thing` as its core.
+    /// A reset names no version: it goes to the core of the group's latest version.
+    pub fn pending_deployment_for(&self, thing: &str) -> ApiResult<Option<PendingDeployment>> {
+        let mut newest: Option<PendingDeployment> = None;
+        let mut after = None;
+        loop {
+            let groups = self.store.list(GROUPS, after, 1000)?;
+            for g in &groups {
+                let Some(d) = self.latest_deployment(&g.key)? else {
+                    continue;
+                };
+                if d.status != "InProgress"
+                    || newest
+                        .as_ref()
+                        .is_some_and(|n| n.record.created_at >= d.created_at)
+                {
+                    continue;
+                }
+                let version = match &d.group_version_id {
+                    Some(v) => v.clone(),
+                    None => match self.group(&g.key)?.info.latest_version {
+                        Some(v) => v,
+                        None => continue,
+                    },
+                };
+                let bundle = self.group_bundle(&g.key, &version)?;
+                if core_thing(&bundle).as_deref() != Some(thing) {
+                    continue;
+                }
+                let group = d.group_version_id.is_some().then_some(bundle);
+                newest = Some(PendingDeployment {
+                    group_id: g.key.clone(),
+                    record: d,
+                    group,
+                });
+            }
+            match groups.last() {
+                Some(last) if groups.len() == 1000 => after = Some(last.seq),
+                _ => break,
+            }
+        }
+        Ok(newest)
+    }
+
+    /// A server certificate for the MQTT server of `group_id`'s core, issued by the group CA
+    /// (made now if the group has none) for `names`, with the group's certificate expiry.
+    pub fn issue_server_certificate(
+        &self,
+        group_id: &str,
+        names: Vec<String>,
+    ) -> ApiResult<ServerCertificate> {
+        let ca = self.group_ca_or_create(group_id)?;
+        let expiry_ms = self.certificate_expiry_ms(group_id)?;
+        let issued = ca
+            .issue(
+                &ca::Usage::Server { names },
+                time::Duration::milliseconds(i64::try_from(expiry_ms).unwrap_or(i64::MAX)),
+            )
+            .map_err(|e| ApiError::Internal(format!("issuing a server certificate: {e}")))?;
+        Ok(ServerCertificate {
+            ca_pem: ca.certificate_pem,
+            certificate_pem: issued.certificate_pem,
+            private_key_pem: issued.private_key_pem,
+            expiry_ms,
+        })
     }
 
     /// The most recent deployment of any group.
@@ -1497,6 +1596,75 @@ impl Service {
 
     /// Coupler's own operation behind `coupler certs issue`: a device key and certificate
     /// signed by the group CA. Without `GroupId`, the group of the newest deployment.
+    /// `GET /coupler/cores/{thing}/pending-deployment`: what a remote core applies next
+    /// (`null`, answered 204, when nothing waits).
+    pub fn core_pending_deployment(&self, thing: &str) -> ApiResult<Value> {
+        Self::check_thing(thing)?;
+        let Some(p) = self.pending_deployment_for(thing)? else {
+            return Ok(Value::Null);
+        };
+        Ok(serde_json::json!({
+            "GroupId": p.group_id,
+            "DeploymentId": p.record.deployment_id,
+            "DeploymentType": p.record.deployment_type,
+            "GroupVersionId": p.record.group_version_id,
+            "Group": p.group,
+        }))
+    }
+
+    /// `PUT /coupler/groups/{id}/deployments/{did}/status`: a remote core's outcome.
+    pub fn core_report_deployment(
+        &self,
+        group_id: &str,
+        id: &str,
+        body: &[u8],
+    ) -> ApiResult<Value> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase", deny_unknown_fields)]
+        struct Report {
+            deployment_status: String,
+            #[serde(default)]
+            error_message: Option<String>,
+            #[serde(default)]
+            error_details: Vec<StoredErrorDetail>,
+        }
+        let r: Report = crate::wire::parse_body(body)?;
+        if !matches!(
+            r.deployment_status.as_str(),
+            "Success" | "Failure" | "InProgress"
+        ) {
+            return Err(ApiError::bad_request(format!(
+                "DeploymentStatus: {:?} is not Success, Failure or InProgress",
+                r.deployment_status
+            )));
+        }
+        let error = r.error_message.map(|m| (m, r.error_details));
+        self.update_deployment_status(group_id, id, &r.deployment_status, error)?;
+        Ok(Value::Null)
+    }
+
+    /// `POST /coupler/groups/{id}/server-certificate` `{"Names": [...]}`: the MQTT server
+    /// certificate of a remote core, from the group CA.
+    pub fn core_server_certificate(&self, group_id: &str, body: &[u8]) -> ApiResult<Value> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase", deny_unknown_fields)]
+        struct Request {
+            names: Vec<String>,
+        }
+        let r: Request = crate::wire::parse_body(body)?;
+        if r.names.is_empty()
+            || r.names.len() > 100
+            || r.names.iter().any(|n| n.is_empty() || n.len() > 253)
+        {
+            return Err(ApiError::bad_request(
+                "Names: 1 to 100 host names or addresses, each 1 to 253 characters".to_owned(),
+            ));
+        }
+        self.group(group_id)?;
+        let c = self.issue_server_certificate(group_id, r.names)?;
+        serde_json::to_value(c).map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
     pub fn issue_device_certificate(&self, body: &[u8]) -> ApiResult<Value> {
         let req: DeviceCertificateRequest = crate::wire::parse_body(body)?;
         Self::check_thing(&req.thing_name)?;

@@ -20,15 +20,22 @@ pub struct Endpoint {
     pub data_dir: std::path::PathBuf,
 }
 
-fn credentials(data_dir: &Path) -> Result<(String, String), String> {
+/// The key in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or else in the shared-credentials
+/// `file` (as `coupler up` writes it).
+pub fn credentials(file: Option<&Path>) -> Result<(String, String), String> {
     if let (Ok(id), Ok(secret)) = (
         std::env::var("AWS_ACCESS_KEY_ID"),
         std::env::var("AWS_SECRET_ACCESS_KEY"),
     ) {
         return Ok((id, secret));
     }
-    let path = data_dir.join("credentials");
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    let Some(path) = file else {
+        return Err(
+            "no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, and no credentials file (--credentials)"
+                .into(),
+        );
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
         format!(
             "no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, and {}: {e}",
             path.display()
@@ -48,7 +55,7 @@ fn credentials(data_dir: &Path) -> Result<(String, String), String> {
 
 /// A client of the API `endpoint` names, signing with the environment's or the data dir's key.
 pub fn connect(endpoint: &Endpoint) -> Result<Client, String> {
-    let (key_id, secret) = credentials(&endpoint.data_dir)?;
+    let (key_id, secret) = credentials(Some(&endpoint.data_dir.join("credentials")))?;
     Client::new(&endpoint.endpoint, &key_id, &secret, &region())
 }
 

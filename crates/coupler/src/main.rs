@@ -6,6 +6,7 @@
 mod certs;
 mod client;
 mod connectors;
+mod core;
 mod deploy;
 mod embedded;
 mod logs;
@@ -47,6 +48,15 @@ enum Command {
     /// `/metrics` (Prometheus) answer on the API port without a signature. Stops cleanly on
     /// Ctrl-C or SIGTERM.
     Up(up::Args),
+    /// Run a core that takes its deployments from a remote control plane.
+    ///
+    /// The core applies the deployments of groups whose core definition names
+    /// --thing-name, as `coupler up`'s core does for its own API. It fetches function code,
+    /// secret values and its MQTT server certificate from the control plane, and reports
+    /// each deployment's outcome there. `/health` and `/metrics` answer on --listen. The key
+    /// comes from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or --credentials. Stops cleanly on
+    /// Ctrl-C or SIGTERM.
+    Core(core::Args),
     /// Deploy a group bundle through the API and follow the deployment to its end.
     ///
     /// Creates one definition per section of the bundle, the group (or a new version of the
@@ -70,6 +80,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&args),
         Command::Connectors(cmd) => connectors::run(&cmd),
         Command::Up(args) => up::run(&args),
+        Command::Core(args) => core::run(&args),
         Command::Deploy(args) => deploy::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Logs(args) => logs::run(&args),

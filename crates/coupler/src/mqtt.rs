@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use coupler_api::Service;
-use coupler_api::ca::Usage;
+use coupler_api::service::ServerCertificate;
 use coupler_model::validate::ValidatedGroup;
 use coupler_mqtt::tls::{Material, TlsState};
 use coupler_mqtt::{Broker, Devices};
@@ -40,6 +40,33 @@ impl MqttArgs {
     }
 }
 
+/// Where the MQTT server's certificate comes from: the group CA of the control plane.
+pub trait ServerCerts: Send + Sync {
+    /// The host addresses in the core's connectivity information.
+    fn connectivity(&self, thing: &str) -> Vec<String>;
+    /// A server certificate for `names` from `group_id`'s CA.
+    fn issue(&self, group_id: &str, names: Vec<String>) -> Result<ServerCertificate, String>;
+}
+
+/// The control plane in the same process.
+#[derive(Debug)]
+pub struct ServiceCerts(pub Arc<Service>);
+
+impl ServerCerts for ServiceCerts {
+    fn connectivity(&self, thing: &str) -> Vec<String> {
+        self.0
+            .get_connectivity(thing)
+            .map(|v| crate::core::hosts(&v))
+            .unwrap_or_default()
+    }
+
+    fn issue(&self, group_id: &str, names: Vec<String>) -> Result<ServerCertificate, String> {
+        self.0
+            .issue_server_certificate(group_id, names)
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// The server certificate in use, and what it was issued for.
 #[derive(Debug, Clone)]
 struct Issued {
@@ -49,23 +76,34 @@ struct Issued {
     lifetime: Duration,
 }
 
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Keeps the MQTT server in step with the active group.
-#[derive(Debug)]
 pub struct Core {
     pub broker: Arc<Broker>,
     pub tls: Arc<TlsState>,
-    service: Arc<Service>,
+    certs: Arc<dyn ServerCerts>,
     dir: PathBuf,
     active: Mutex<Option<(String, String)>>,
     issued: Mutex<Option<Issued>>,
 }
 
 impl Core {
-    pub fn new(broker: Arc<Broker>, service: Arc<Service>, data_dir: &std::path::Path) -> Self {
+    pub fn new(
+        broker: Arc<Broker>,
+        certs: Arc<dyn ServerCerts>,
+        data_dir: &std::path::Path,
+    ) -> Self {
         Self {
             broker,
             tls: TlsState::new(),
-            service,
+            certs,
             dir: data_dir.join("ggc/var/state/server"),
             active: Mutex::new(None),
             issued: Mutex::new(None),
@@ -131,40 +169,20 @@ impl Core {
                 names.push(h.to_owned());
             }
         }
-        if let Ok(info) = self.service.get_connectivity(core_thing)
-            && let Some(list) = info["ConnectivityInfo"].as_array()
-        {
-            for c in list {
-                if let Some(host) = c["HostAddress"].as_str()
-                    && !names.iter().any(|n| n == host)
-                {
-                    names.push(host.to_owned());
-                }
+        for host in self.certs.connectivity(core_thing) {
+            if !names.contains(&host) {
+                names.push(host);
             }
         }
         names
     }
 
     fn issue(&self, group_id: &str, names: Vec<String>) -> Result<(), String> {
-        let ca = self
-            .service
-            .group_ca_or_create(group_id)
-            .map_err(|e| e.to_string())?;
-        let ms = self
-            .service
-            .certificate_expiry_ms(group_id)
-            .map_err(|e| e.to_string())?;
+        let issued = self.certs.issue(group_id, names.clone())?;
+        let ms = issued.expiry_ms;
         let lifetime = Duration::from_millis(ms);
-        let issued = ca
-            .issue(
-                &Usage::Server {
-                    names: names.clone(),
-                },
-                time::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX)),
-            )
-            .map_err(|e| e.to_string())?;
         let material = Material {
-            ca_pem: ca.certificate_pem.clone(),
+            ca_pem: issued.ca_pem,
             server_cert_pem: issued.certificate_pem,
             server_key_pem: issued.private_key_pem,
         };

@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use coupler_api::store::{SqliteStore, Store};
 use coupler_api::wire::Identity;
 use coupler_api::{AccessKey, AppState, Auth, Service};
-use coupler_router::{Router, RouterConfig};
+use coupler_router::Router;
 use coupler_runtime::Agent;
 use coupler_runtime::logs::{LogLayer, SystemLog};
 use rand::Rng;
@@ -50,29 +50,19 @@ pub struct Args {
     /// Accept requests without a signature. Only for isolated development machines.
     #[arg(long)]
     insecure_no_auth: bool,
-    /// Let deployed functions run as root (Greengrass `runtime.allowFunctionsToRunAsRoot`).
-    #[arg(long)]
-    allow_functions_to_run_as_root: bool,
-    /// Run connectors and functions whose mode is GreengrassContainer (all the
-    /// container-only connectors, such as Serial Stream) without isolation. This core cannot
-    /// isolate units yet; without this flag, deployments of such units fail and say so.
-    #[arg(long, visible_alias = "allow-uncontained-connectors")]
-    allow_uncontained: bool,
-    /// Address of the Lambda IPC that functions call (its port is their GG_DAEMON_PORT).
-    /// Keep it on loopback: workers authenticate with tokens, but the calls are plain HTTP.
-    #[arg(long, default_value = "127.0.0.1:8000", env = "COUPLER_IPC")]
-    ipc: SocketAddr,
-    /// The Python 3 interpreter that runs Python functions.
-    #[arg(long, default_value = "python3", env = "COUPLER_PYTHON")]
-    python: PathBuf,
     /// Where a group's secret resources get their values at deployment: `local`, this
     /// control plane's own Secrets Manager store; or `aws`, AWS Secrets Manager
     /// (GetSecretValue with the core's AWS credentials; the endpoint from
     /// AWS_ENDPOINT_URL_SECRETS_MANAGER, AWS_ENDPOINT_URL or the secret's region).
     #[arg(long, value_enum, default_value_t = SecretsFrom::Local)]
     secrets_manager: SecretsFrom,
+    /// Serve the control plane only, without a core of its own: cores on other machines
+    /// attach with `coupler core --control-plane URL --thing-name NAME` and apply the
+    /// deployments of their groups.
+    #[arg(long)]
+    no_core: bool,
     #[command(flatten)]
-    mqtt: crate::mqtt::MqttArgs,
+    core: crate::core::CoreFlags,
 }
 
 const ALNUM_UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -167,14 +157,19 @@ macro_rules! say {
     }};
 }
 
-pub fn run(args: &Args) -> ExitCode {
+/// Print a startup line (see `say!`).
+pub fn say(line: &str) {
+    say!("{line}");
+}
+
+/// Log to the terminal, filtered by RUST_LOG, and to the core's Greengrass-style
+/// runtime.log in `data_dir`, whose level the deployed group's logger definition sets.
+pub fn init_logging(data_dir: &Path) -> Arc<SystemLog> {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
-    // Two outputs: the terminal, filtered by RUST_LOG; and the core's Greengrass-style
-    // runtime.log, whose level the deployed group's logger definition sets.
-    let system_log = Arc::new(SystemLog::new(&args.data_dir));
+    let system_log = Arc::new(SystemLog::new(data_dir));
     let terminal = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -186,11 +181,16 @@ pub fn run(args: &Args) -> ExitCode {
         .with(terminal)
         .with(LogLayer(system_log.clone()))
         .init();
+    system_log
+}
+
+/// Run a server to its end on a multi-threaded runtime; its error is printed.
+pub fn block_on(serve: impl Future<Output = Result<(), String>>) -> ExitCode {
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => match rt.block_on(serve(args, system_log)) {
+        Ok(rt) => match rt.block_on(serve) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -202,6 +202,11 @@ pub fn run(args: &Args) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+pub fn run(args: &Args) -> ExitCode {
+    let system_log = init_logging(&args.data_dir);
+    block_on(serve(args, system_log))
 }
 
 async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
@@ -243,124 +248,35 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
         coupler_api::secrets::SecretsKey::load_or_create(dir).map_err(|e| e.to_string())?;
     let service = Arc::new(Service::new(store, identity.clone()).with_secrets(secrets_key));
 
-    // The core: a router, the device MQTT server on it, and the agent that applies
-    // deployments to both.
-    let mut router_config = RouterConfig::default();
-    router_config.per_kind.insert(
-        coupler_model::EntityKind::Device,
-        coupler_mqtt::device_inbox(),
-    );
-    router_config.per_kind.insert(
-        coupler_model::EntityKind::Connector,
-        coupler_connectors::connector_inbox(),
-    );
-    // A function's queue slows a fast local sender rather than dropping, like a
-    // connector's; its bound is Greengrass's maxWorkItemCount.
-    router_config.per_kind.insert(
-        coupler_model::EntityKind::Function,
-        coupler_connectors::connector_inbox(),
-    );
-    let router = Arc::new(Router::new(router_config));
-    let broker = coupler_mqtt::Broker::new(
-        router.clone(),
-        coupler_mqtt::Config {
-            max_payload: args.mqtt.mqtt_max_payload,
-            ..coupler_mqtt::Config::default()
-        },
-    );
-    let mqtt_core = Arc::new(crate::mqtt::Core::new(broker.clone(), service.clone(), dir));
+    // The core, with this process's control plane behind it.
     let secrets: Arc<dyn coupler_connectors::SecretSource> = match args.secrets_manager {
         SecretsFrom::Local => Arc::new(ControlPlaneSecrets(service.clone())),
         SecretsFrom::Aws => Arc::new(coupler_connectors::secrets_manager::AwsSecretsManager::new(
             &args.region,
         )),
     };
-    let connectors = Arc::new(coupler_connectors::host::Host::new(
-        router.clone(),
-        coupler_connectors::host::HostConfig {
-            log_dir: dir.join(format!("ggc/var/log/user/{}/aws", args.region)),
-            region: args.region.clone(),
-            allow_uncontained: args.allow_uncontained,
-            secrets: Some(secrets.clone()),
-        },
-    ));
-    let shadows = {
-        let path = dir.join("ggc/var/state/shadows");
-        let store = coupler_runtime::shadow::Shadows::open(
-            &path,
-            coupler_runtime::shadow::DEFAULT_MAX_DOCUMENT_BYTES,
-        )
-        .map_err(|e| format!("the local shadows in {}: {e}", path.display()))?;
-        Arc::new(coupler_runtime::shadow_service::ShadowService::new(
-            store,
-            router.clone(),
-        ))
+    let backend = crate::core::Backend {
+        code: Arc::new(ControlPlaneCode(service.clone())),
+        secrets,
+        certs: Arc::new(crate::mqtt::ServiceCerts(service.clone())),
     };
-    tokio::spawn(shadows.clone().run());
-    // Bound now so that functions restored below can connect; served once all is built.
-    let ipc_listener = tokio::net::TcpListener::bind(args.ipc)
-        .await
-        .map_err(|e| format!("cannot listen on {} (--ipc): {e}", args.ipc))?;
-    let functions = Arc::new(coupler_runtime::functions::FunctionHost::new(
-        router.clone(),
-        coupler_runtime::functions::FunctionHostConfig {
-            data_dir: dir.clone(),
-            region: args.region.clone(),
-            ipc_addr: ipc_listener.local_addr().map_err(|e| e.to_string())?,
-            python: args.python.clone(),
-            max_on_demand_workers: coupler_runtime::functions::DEFAULT_MAX_ON_DEMAND_WORKERS,
-            allow_uncontained: args.allow_uncontained,
-            allow_root: args.allow_functions_to_run_as_root,
-            secrets: Some(secrets),
-            code: Arc::new(ControlPlaneCode(service.clone())),
-            shadows: Some(shadows.clone()),
-        },
-    )?);
-    let agent = Arc::new(
-        Agent::new(
-            router.clone(),
-            dir,
-            coupler_model::Options {
-                allow_functions_to_run_as_root: args.allow_functions_to_run_as_root,
-            },
-            Box::new(crate::connectors::is_runnable),
+    let mut core = if args.no_core {
+        None
+    } else {
+        Some(
+            crate::core::Core::build(&args.core, dir, &args.region, system_log.clone(), backend)
+                .await?,
         )
-        .with_system_log(system_log.clone())
-        .on_activate({
-            let (mqtt_core, shadows) = (mqtt_core.clone(), shadows.clone());
-            Box::new(move |group| {
-                // A reset removes the local shadows, as in Greengrass.
-                if group.is_none() {
-                    shadows.clear();
-                }
-                mqtt_core.activate(group);
-            })
-        })
-        .with_units(connectors.clone())
-        .with_units(functions.clone()),
-    );
-    let active = agent.restore().map_err(|e| e.to_string())?;
+    };
+    let active = match &core {
+        Some(c) => c.agent.restore().map_err(|e| e.to_string())?,
+        None => None,
+    };
 
     let listener = tokio::net::TcpListener::bind(args.api)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.api))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let mqtt_tls = match args.mqtt.tls_addr()? {
-        Some(a) => Some(
-            tokio::net::TcpListener::bind(a)
-                .await
-                .map_err(|e| format!("cannot listen on {a} (--mqtt): {e}"))?,
-        ),
-        None => None,
-    };
-    let mqtt_plain = match args.mqtt.mqtt_plain {
-        Some(a) => Some(
-            tokio::net::TcpListener::bind(a)
-                .await
-                .map_err(|e| format!("cannot listen on {a} (--mqtt-plain): {e}"))?,
-        ),
-        None => None,
-    };
     let state = Arc::new(AppState {
         service: service.clone(),
         auth,
@@ -381,21 +297,14 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
             a.group_id, a.deployment_id
         ))
     );
-    if let Some(l) = &mqtt_tls {
-        let a = l.local_addr().map_err(|e| e.to_string())?;
-        say!(
-            "  device MQTT (TLS)  mqtts://{a}  (group CA: {})",
-            dir.join("ggc/var/state/server/ca.pem").display()
-        );
+    match &core {
+        Some(core) => {
+            for line in core.describe(dir) {
+                say!("  {line}");
+            }
+        }
+        None => say!("  core               none (--no-core): cores attach with `coupler core`"),
     }
-    if let Some(l) = &mqtt_plain {
-        let a = l.local_addr().map_err(|e| e.to_string())?;
-        say!("  device MQTT plain  mqtt://{a}  (no certificates: development only)");
-    }
-    say!(
-        "  Lambda IPC         http://{}  (GG_DAEMON_PORT for functions)",
-        ipc_listener.local_addr().map_err(|e| e.to_string())?
-    );
     say!("  health / metrics   http://{addr}/health  http://{addr}/metrics");
     say!("  core log           {}", system_log.path().display());
     say!();
@@ -416,67 +325,55 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let agent_task = tokio::spawn(agent.clone().run(
-        Arc::new(Embedded {
-            service: service.clone(),
-            agent: agent.clone(),
-        }),
-        service.deployment_notifier(),
-        Duration::from_secs(2),
-        stopped(),
-    ));
-    let mqtt_stop = tokio_util::sync::CancellationToken::new();
-    for (listener, transport) in [
-        (
-            mqtt_tls,
-            coupler_mqtt::Transport::Tls(mqtt_core.tls.clone()),
-        ),
-        (mqtt_plain, coupler_mqtt::Transport::Plain),
-    ] {
-        if let Some(l) = listener {
-            tokio::spawn(coupler_mqtt::serve(
-                l,
-                transport,
-                broker.clone(),
-                mqtt_stop.clone(),
+    let (agent_task, extra) = match &mut core {
+        Some(core) => {
+            let task = tokio::spawn(core.agent.clone().run(
+                Arc::new(Embedded {
+                    service: service.clone(),
+                    agent: core.agent.clone(),
+                }),
+                service.deployment_notifier(),
+                Duration::from_secs(2),
+                stopped(),
             ));
+            core.start(&stopped);
+            (Some(task), status_routes(core))
         }
-    }
-    tokio::spawn(mqtt_core.clone().keep_fresh(stopped()));
-    {
-        let (functions, stop) = (functions.clone(), stopped());
-        tokio::spawn(async move {
-            if let Err(e) = functions.serve_ipc(ipc_listener, stop).await {
-                tracing::error!(error = %e, "the Lambda IPC stopped");
-            }
-        });
-    }
-    {
-        let mqtt_stop = mqtt_stop.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            mqtt_stop.cancel();
-            let _ = stop_tx.send(true);
-        });
-    }
-    let extra = status_routes(router, agent, broker, connectors, functions);
+        // The control plane alone: remote cores apply the deployments.
+        None => (
+            None,
+            axum::Router::new().route(
+                "/health",
+                axum::routing::get(|| async {
+                    axum::Json(serde_json::json!({"status": "ok", "core": "none"}))
+                }),
+            ),
+        ),
+    };
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
     tracing::info!(%addr, "control-plane API listening");
     coupler_api::serve_with(listener, state, extra, stopped())
         .await
         .map_err(|e| e.to_string())?;
-    let _ = agent_task.await;
+    if let Some(task) = agent_task {
+        let _ = task.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
 /// `/health` and `/metrics`, beside the API and without a signature.
-fn status_routes(
-    router: Arc<Router>,
-    agent: Arc<Agent>,
-    broker: Arc<coupler_mqtt::Broker>,
-    connectors: Arc<coupler_connectors::host::Host>,
-    functions: Arc<coupler_runtime::functions::FunctionHost>,
-) -> axum::Router {
+pub fn status_routes(core: &crate::core::Core) -> axum::Router {
+    let (router, agent, broker, connectors, functions) = (
+        core.router.clone(),
+        core.agent.clone(),
+        core.broker.clone(),
+        core.connectors.clone(),
+        core.functions.clone(),
+    );
     let health = {
         let (router, agent, broker) = (router.clone(), agent.clone(), broker.clone());
         move || {
@@ -833,7 +730,7 @@ fn mqtt_metrics(out: &mut String, s: &coupler_mqtt::StatsSnapshot) {
     );
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
