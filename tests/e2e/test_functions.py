@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ggtest import (CLI_TIMEOUT_S, MqttDevice, aws_command, deploy_with_cli, run_aws,
-                    start_server)
+from ggtest import (CLI_TIMEOUT_S, MqttDevice, aws_command, coupler_bin, deploy_with_cli,
+                    run_aws, start_server)
 
 CERT_SUFFIX = "cert/" + "ab" * 32
 
@@ -374,6 +374,19 @@ def test_health_api_lists_workers(group):
     echo = [w for w in workers if w["FuncArn"] == group["arns"]["Echo"]]
     assert len(echo) == 1 and echo[0]["WorkerState"] in ("Waiting", "Working"), workers
     assert echo[0]["ProcessId"] > 0
+
+
+def test_units_in_health_and_status(group):
+    server = group["server"]
+    health = json.load(urllib.request.urlopen(server.url + "/health", timeout=10))
+    units = {u["name"]: u for u in health["units"]}
+    assert units["Echo"]["kind"] == "function" and units["Echo"]["state"] == "running", units
+    assert units["Echo"]["invocations"] >= 1, units
+    assert units["Adder"]["state"] in ("idle", "running"), units
+    p = subprocess.run([str(coupler_bin()), "status", "--endpoint", server.url],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert "function  Echo" in p.stdout, p.stdout
 
 
 def test_burst_of_1000_in_order(group):

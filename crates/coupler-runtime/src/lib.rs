@@ -13,6 +13,7 @@ pub mod logs;
 pub mod secrets;
 pub mod shadow;
 pub mod shadow_service;
+pub mod spool;
 
 pub use agent::{
     Agent, ControlPlane, OnActivate, Pending, PendingKind, PreparedUnits, Report, Status, Units,

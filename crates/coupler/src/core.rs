@@ -158,6 +158,7 @@ impl Core {
                         shadows.clear();
                     }
                     mqtt.activate(group);
+                    crate::malloc::trim();
                 })
             })
             .with_units(connectors.clone())

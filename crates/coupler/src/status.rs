@@ -42,6 +42,20 @@ pub fn run(args: &Args) -> ExitCode {
                     ),
                     None => println!("active group: none"),
                 }
+                let units = h["units"].as_array().cloned().unwrap_or_default();
+                if !units.is_empty() {
+                    println!("units:");
+                    for u in &units {
+                        println!(
+                            "  {:<9} {:<40} {:<8} restarts {:<3} queued {}",
+                            u["kind"].as_str().unwrap_or("?"),
+                            u["name"].as_str().unwrap_or("?"),
+                            u["state"].as_str().unwrap_or("?"),
+                            u["restarts"],
+                            u["queued"],
+                        );
+                    }
+                }
             }
             ExitCode::SUCCESS
         }

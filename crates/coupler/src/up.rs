@@ -317,6 +317,14 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
     }
     say!("  export AWS_DEFAULT_REGION={}", identity.region);
     say!("  aws greengrass list-groups --endpoint-url http://{addr}");
+    if core.is_some() {
+        say!();
+        say!("Deploy the bundled example (from a Coupler checkout, in another shell):");
+        say!(
+            "  cargo run --release -p coupler -- deploy examples/sensor-to-cloud.yaml --endpoint http://{addr} --data-dir {}",
+            dir.display()
+        );
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -375,13 +383,26 @@ pub fn status_routes(core: &crate::core::Core) -> axum::Router {
         core.functions.clone(),
     );
     let health = {
-        let (router, agent, broker) = (router.clone(), agent.clone(), broker.clone());
+        let (router, agent, broker, connectors, functions) = (
+            router.clone(),
+            agent.clone(),
+            broker.clone(),
+            connectors.clone(),
+            functions.clone(),
+        );
         move || {
-            let (router, agent, broker) = (router.clone(), agent.clone(), broker.clone());
+            let (router, agent, broker, connectors, functions) = (
+                router.clone(),
+                agent.clone(),
+                broker.clone(),
+                connectors.clone(),
+                functions.clone(),
+            );
             async move {
                 let active = agent.active();
                 let stats = router.stats();
                 let mqtt = broker.stats();
+                let units = units_json(&stats, &connectors.stats(), &functions.stats());
                 axum::Json(serde_json::json!({
                     "status": "ok",
                     "activeGroup": active.as_ref().map(|a| &a.group_id),
@@ -391,6 +412,7 @@ pub fn status_routes(core: &crate::core::Core) -> axum::Router {
                     "routed": stats.routed,
                     "dropped": stats.dropped.iter().map(|d| d.count).sum::<u64>(),
                     "mqttConnections": mqtt.open,
+                    "units": units,
                 }))
             }
         }
@@ -414,6 +436,42 @@ pub fn status_routes(core: &crate::core::Core) -> axum::Router {
     axum::Router::new()
         .route("/health", axum::routing::get(health))
         .route("/metrics", axum::routing::get(metrics))
+}
+
+/// Each unit's state, restarts and queue depth, for `/health` and `coupler status`.
+fn units_json(
+    router: &coupler_router::RouterStats,
+    connectors: &[coupler_connectors::host::ConnectorStats],
+    functions: &[coupler_runtime::functions::FunctionStats],
+) -> Vec<serde_json::Value> {
+    let mut out: Vec<serde_json::Value> = connectors
+        .iter()
+        .map(|c| {
+            let suffix = format!("/connectors/{}/versions/{}", c.name, c.version);
+            let queued = router
+                .inboxes
+                .iter()
+                .find(|i| i.entity.to_string().ends_with(&suffix))
+                .map_or(0, |i| i.depth);
+            serde_json::json!({
+                "kind": "connector", "id": c.id, "name": format!("{} v{}", c.name, c.version),
+                "state": "running", "restarts": c.restarts, "queued": queued,
+            })
+        })
+        .collect();
+    out.extend(functions.iter().map(|f| {
+        let state = match (f.pinned, f.workers) {
+            (true, 0) => "starting",
+            (false, 0) => "idle",
+            _ => "running",
+        };
+        serde_json::json!({
+            "kind": "function", "id": f.arn, "name": f.arn.split(':').nth(6).unwrap_or(&f.arn),
+            "state": state, "workers": f.workers, "restarts": f.restarts, "queued": f.queued,
+            "invocations": f.invocations,
+        })
+    }));
+    out
 }
 
 /// A Prometheus label value.
