@@ -16,6 +16,7 @@ pub mod arn;
 pub mod bundle;
 pub mod catalog;
 pub mod entity;
+pub mod function;
 pub mod secret;
 pub mod topic;
 pub mod validate;

@@ -835,13 +835,6 @@ struct ControlPlaneCode(Arc<Service>);
 
 impl coupler_runtime::functions::CodeSource for ControlPlaneCode {
     fn code(&self, arn: &str) -> Result<coupler_runtime::functions::FunctionCode, String> {
-        let c = self.0.function_code(arn).map_err(|e| e.to_string())?;
-        Ok(coupler_runtime::functions::FunctionCode {
-            version_arn: c.version_arn,
-            runtime: c.runtime,
-            handler: c.handler,
-            code_sha256: c.code_sha256,
-            zip: c.zip,
-        })
+        self.0.function_code(arn).map_err(|e| e.to_string())
     }
 }

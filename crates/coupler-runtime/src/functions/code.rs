@@ -5,30 +5,7 @@
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-/// The code and settings a core needs to run one function version, as the control plane
-/// keeps them.
-#[derive(Clone)]
-pub struct FunctionCode {
-    /// Qualified by the resolved version number.
-    pub version_arn: String,
-    pub runtime: String,
-    pub handler: String,
-    /// Base64 SHA-256 of the zip (Lambda's `CodeSha256`).
-    pub code_sha256: String,
-    pub zip: Vec<u8>,
-}
-
-impl std::fmt::Debug for FunctionCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FunctionCode")
-            .field("version_arn", &self.version_arn)
-            .field("runtime", &self.runtime)
-            .field("handler", &self.handler)
-            .field("code_sha256", &self.code_sha256)
-            .field("zip_bytes", &self.zip.len())
-            .finish()
-    }
-}
+pub use coupler_model::function::FunctionCode;
 
 /// Where a core gets function code at deployment: its own control plane in `coupler up`.
 pub trait CodeSource: Send + Sync {
