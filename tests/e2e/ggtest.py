@@ -379,13 +379,14 @@ class CliError(Exception):
                 f"stdout: {self.stdout}\nstderr: {self.stderr}")
 
 
-def run_aws(server: Server, *args: str, check: bool = True) -> Any:
-    """`aws --endpoint-url URL greengrass ARGS --output json`; the parsed JSON output, or
-    (with check=False) a CliError for a failed run."""
-    argv = [*aws_command(), "--endpoint-url", server.url, "greengrass", *args, "--output", "json"]
+def run_aws(server: Server, *args: str, check: bool = True, service: str = "greengrass",
+            env: dict[str, str] | None = None) -> Any:
+    """`aws --endpoint-url URL SERVICE ARGS --output json` (`env` added to the server's); the
+    parsed JSON output, or (with check=False) a CliError for a failed run."""
+    argv = [*aws_command(), "--endpoint-url", server.url, service, *args, "--output", "json"]
     shown = " ".join(argv[len(aws_command()):])
     try:
-        p = subprocess.run(argv, env=server.env, capture_output=True, text=True,
+        p = subprocess.run(argv, env={**server.env, **(env or {})}, capture_output=True, text=True,
                            timeout=CLI_TIMEOUT_S, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         TRANSCRIPT.add(f"$ aws {shown}\n(timed out after {CLI_TIMEOUT_S}s)")

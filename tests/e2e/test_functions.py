@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from test_twilio import create_secret  # noqa: F401 (also used by other modules)
 from ggtest import (CLI_TIMEOUT_S, MqttDevice, aws_command, coupler_bin, deploy_with_cli,
                     run_aws, start_server)
 
@@ -157,11 +158,8 @@ def create_function(server, tmp: Path, name: str, source: str, alias: str = "liv
 
 
 def run_lambda(server, *args: str) -> dict:
-    argv = [*aws_command(), "--endpoint-url", server.url, "lambda", *args, "--output", "json"]
-    p = subprocess.run(argv, env=server.env, capture_output=True, text=True,
-                       timeout=CLI_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    assert p.returncode == 0, f"aws lambda {' '.join(args)}: {p.stderr}"
-    return json.loads(p.stdout) if p.stdout.strip() else {}
+    """`aws lambda ARGS` against the server; its JSON output."""
+    return run_aws(server, *args, service="lambda")
 
 
 def fn(arn: str, *, pinned: bool, timeout: int = 3, variables: dict | None = None,
@@ -247,15 +245,6 @@ def group(core):
     device = MqttDevice(server.mqtt_plain_port, "tester", "#")
     yield {"arns": arns, "device": device, "server": server, "tmp": tmp}
     device.close()
-
-
-def create_secret(server, name: str, value: str) -> str:
-    argv = [*aws_command(), "--endpoint-url", server.url, "secretsmanager", "create-secret",
-            "--name", name, "--secret-string", value, "--output", "json"]
-    p = subprocess.run(argv, env=server.env, capture_output=True, text=True,
-                       timeout=CLI_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)["ARN"]
 
 
 def result(device: MqttDevice, topic: str, timeout: float = 15) -> dict:

@@ -24,7 +24,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
-from ggtest import (CLI_TIMEOUT_S, REGION, TRANSCRIPT, CliError, RawResponse, _clip,
+from ggtest import (CLI_TIMEOUT_S, run_aws, REGION, TRANSCRIPT, CliError, RawResponse, _clip,
                     aws_command, client_error, expect_error)
 
 ROLE_TEMPLATE = "arn:aws:iam::{account}:role/greengrass-lambda"
@@ -60,19 +60,8 @@ def sha256_b64(data: bytes) -> str:
 
 
 def lambda_cli(server, *args: str, check: bool = True, env: dict[str, str] | None = None):
-    """`aws --endpoint-url URL lambda ARGS --output json`, like ggtest.run_aws."""
-    argv = [*aws_command(), "--endpoint-url", server.url, "lambda", *args, "--output", "json"]
-    p = subprocess.run(argv, env={**server.env, **(env or {})}, capture_output=True, text=True,
-                       timeout=CLI_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    TRANSCRIPT.add(f"$ aws lambda {' '.join(args)}\n[exit {p.returncode}]\n"
-                   f"{_clip(p.stdout)}{_clip(p.stderr)}")
-    if p.returncode != 0:
-        err = CliError(argv, p.returncode, p.stdout, p.stderr)
-        if check:
-            raise AssertionError(str(err))
-        return err
-    assert check, f"expected `aws lambda {' '.join(args)}` to fail: {p.stdout}"
-    return json.loads(p.stdout) if p.stdout.strip() else {}
+    """`aws --endpoint-url URL lambda ARGS --output json`."""
+    return run_aws(server, *args, check=check, service="lambda", env=env)
 
 
 def cli_fails(server, code: str, message: str | re.Pattern, *args: str, env=None) -> CliError:

@@ -17,7 +17,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from ggtest import (CLI_TIMEOUT_S, REGION, TRANSCRIPT, CliError, _clip, aws_command,
+from ggtest import (CLI_TIMEOUT_S, run_aws, REGION, TRANSCRIPT, CliError, _clip, aws_command,
                     expect_error)
 
 # Every value stored by this module: none may appear anywhere on disk or in the output.
@@ -33,20 +33,8 @@ ARN_RE = re.compile(r"^arn:aws:secretsmanager:us-east-1:\d{12}:secret:(.+)-([A-Z
 
 
 def sm_cli(server, *args: str, check: bool = True):
-    """`aws --endpoint-url URL secretsmanager ARGS --output json`, like ggtest.run_aws."""
-    argv = [*aws_command(), "--endpoint-url", server.url, "secretsmanager", *args,
-            "--output", "json"]
-    p = subprocess.run(argv, env=server.env, capture_output=True, text=True,
-                       timeout=CLI_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    TRANSCRIPT.add(f"$ aws secretsmanager {' '.join(args)}\n[exit {p.returncode}]\n"
-                   f"{_clip(p.stdout)}{_clip(p.stderr)}")
-    if p.returncode != 0:
-        err = CliError(argv, p.returncode, p.stdout, p.stderr)
-        if check:
-            raise AssertionError(str(err))
-        return err
-    assert check, f"expected `aws secretsmanager {' '.join(args)}` to fail: {p.stdout}"
-    return json.loads(p.stdout) if p.stdout.strip() else {}
+    """`aws --endpoint-url URL secretsmanager ARGS --output json`."""
+    return run_aws(server, *args, check=check, service="secretsmanager")
 
 
 @pytest.fixture(scope="module")
