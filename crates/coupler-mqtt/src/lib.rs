@@ -32,17 +32,26 @@ pub enum Transport {
     Tls(Arc<tls::TlsState>),
 }
 
+/// How long a shutdown waits for open connections to say goodbye (DISCONNECT 0x8B).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Accept connections on `listener` until `cancel` fires; each runs in its own task and
-/// ends with it.
+/// ends with it. Returns once those tasks have ended (or [`SHUTDOWN_GRACE`] passed), so a
+/// process that awaits this does not exit before its clients were told why.
 pub async fn serve(
     listener: TcpListener,
     transport: Transport,
     broker: Arc<Broker>,
     cancel: CancellationToken,
 ) {
+    let conns = tokio_util::task::TaskTracker::new();
     loop {
         let (tcp, addr) = tokio::select! {
-            () = cancel.cancelled() => return,
+            () = cancel.cancelled() => {
+                conns.close();
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, conns.wait()).await;
+                return;
+            }
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -64,7 +73,7 @@ pub async fn serve(
         let broker = broker.clone();
         let transport = transport.clone();
         let cancel = cancel.child_token();
-        tokio::spawn(async move {
+        conns.spawn(async move {
             match transport {
                 Transport::Plain => conn::run(broker, tcp, Peer::Plain, addr, cancel).await,
                 Transport::Tls(state) => {

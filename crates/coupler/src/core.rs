@@ -210,12 +210,14 @@ impl Core {
     }
 
     /// Serve devices, functions and shadows until `stop` (a fresh future for each task).
-    pub fn start<F, S>(&mut self, stop: F)
+    /// Await the returned [`Serving`] before exiting so that devices hear the shutdown.
+    pub fn start<F, S>(&mut self, stop: F) -> Serving
     where
         F: Fn() -> S,
         S: Future<Output = ()> + Send + 'static,
     {
         let mqtt_stop = tokio_util::sync::CancellationToken::new();
+        let mut listeners = Vec::new();
         for (listener, transport) in [
             (
                 self.mqtt_tls.take(),
@@ -224,12 +226,12 @@ impl Core {
             (self.mqtt_plain.take(), coupler_mqtt::Transport::Plain),
         ] {
             if let Some(l) = listener {
-                tokio::spawn(coupler_mqtt::serve(
+                listeners.push(tokio::spawn(coupler_mqtt::serve(
                     l,
                     transport,
                     self.broker.clone(),
                     mqtt_stop.clone(),
-                ));
+                )));
             }
         }
         {
@@ -248,6 +250,22 @@ impl Core {
                     tracing::error!(error = %e, "the Lambda IPC stopped");
                 }
             });
+        }
+        Serving { listeners }
+    }
+}
+
+/// The device listeners of a started core.
+#[must_use = "await `finished` so that devices are told about the shutdown"]
+pub struct Serving {
+    listeners: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Serving {
+    /// Wait until the listeners have closed their connections (after `stop`).
+    pub async fn finished(self) {
+        for l in self.listeners {
+            let _ = l.await;
         }
     }
 }
@@ -347,7 +365,7 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
         Duration::from_secs(args.poll_secs.max(1)),
         stopped(),
     ));
-    core.start(&stopped);
+    let serving = core.start(&stopped);
     tokio::spawn(async move {
         crate::up::shutdown_signal().await;
         let _ = stop_tx.send(true);
@@ -359,6 +377,7 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let _ = agent_task.await;
+    serving.finished().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -333,7 +333,7 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let (agent_task, extra) = match &mut core {
+    let (agent_task, serving, extra) = match &mut core {
         Some(core) => {
             let task = tokio::spawn(core.agent.clone().run(
                 Arc::new(Embedded {
@@ -344,11 +344,12 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
                 Duration::from_secs(2),
                 stopped(),
             ));
-            core.start(&stopped);
-            (Some(task), status_routes(core))
+            let serving = core.start(&stopped);
+            (Some(task), Some(serving), status_routes(core))
         }
         // The control plane alone: remote cores apply the deployments.
         None => (
+            None,
             None,
             axum::Router::new().route(
                 "/health",
@@ -368,6 +369,9 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     if let Some(task) = agent_task {
         let _ = task.await;
+    }
+    if let Some(serving) = serving {
+        serving.finished().await;
     }
     tracing::info!("stopped");
     Ok(())
