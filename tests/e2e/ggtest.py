@@ -125,6 +125,11 @@ def metric(server, prefix: str, default: float | None = None) -> float:
     return default
 
 
+def health(server) -> dict:
+    """The core's /health document."""
+    return json.load(urllib.request.urlopen(server.url + "/health", timeout=10))
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now."""
     with socket.socket() as s:

@@ -4,15 +4,13 @@ serving); once there is room again the same version deploys, and a restart bring
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from ggtest import run_aws, start_server, wait_deployment
+from ggtest import health, run_aws, start_server, wait_deployment
 
 ACCOUNT = "123456789012"
 CERT = f"arn:aws:iot:us-east-1:{ACCOUNT}:cert/" + "ab" * 32
@@ -33,10 +31,6 @@ def disk(tmp_path):
         pytest.skip(f"cannot mount a tmpfs here (needs root): {p.stderr.strip()}")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def health(server) -> dict:
-    return json.load(urllib.request.urlopen(server.url + "/health", timeout=10))
 
 
 def group_version(gg, gid: str | None, subscriptions: int) -> tuple[str, str]:

@@ -8,6 +8,7 @@
 
 pub mod active;
 pub mod agent;
+pub mod cloud;
 pub mod functions;
 pub mod logs;
 pub mod secrets;

@@ -14,6 +14,7 @@ use coupler_api::service::ServerCertificate;
 use coupler_connectors::SecretSource;
 use coupler_router::{Router, RouterConfig};
 use coupler_runtime::functions::{CodeSource, FunctionCode, FunctionHost, FunctionHostConfig};
+use coupler_runtime::cloud::CloudBridge;
 use coupler_runtime::logs::SystemLog;
 use coupler_runtime::shadow_service::ShadowService;
 use coupler_runtime::{Agent, ControlPlane, Pending, PendingKind, Report};
@@ -42,6 +43,8 @@ pub struct CoreFlags {
     pub python: PathBuf,
     #[command(flatten)]
     pub mqtt: MqttArgs,
+    #[command(flatten)]
+    pub cloud: crate::cloud::CloudArgs,
 }
 
 /// Where a core gets what its control plane holds.
@@ -59,6 +62,7 @@ pub struct Core {
     pub connectors: Arc<coupler_connectors::host::Host>,
     pub functions: Arc<FunctionHost>,
     pub shadows: Arc<ShadowService>,
+    pub cloud: Arc<CloudBridge>,
     pub agent: Arc<Agent>,
     ipc: Option<TcpListener>,
     mqtt_tls: Option<TcpListener>,
@@ -96,7 +100,17 @@ impl Core {
             coupler_model::EntityKind::Function,
             coupler_connectors::connector_inbox(),
         );
+        // Messages for the cloud only wait here on their way into the spool.
+        router_config.per_kind.insert(
+            coupler_model::EntityKind::Cloud,
+            coupler_connectors::connector_inbox(),
+        );
         let router = Arc::new(Router::new(router_config));
+        let cloud = Arc::new(CloudBridge::new(
+            router.clone(),
+            flags.cloud.upstream()?,
+            dir.join("ggc/var/state/spool"),
+        ));
         let broker = coupler_mqtt::Broker::new(
             router.clone(),
             coupler_mqtt::Config {
@@ -162,7 +176,8 @@ impl Core {
                 })
             })
             .with_units(connectors.clone())
-            .with_units(functions.clone()),
+            .with_units(functions.clone())
+            .with_units(cloud.clone()),
         );
         let mqtt_tls = match flags.mqtt.tls_addr()? {
             Some(a) => Some(bind(a, "--mqtt").await?),
@@ -179,6 +194,7 @@ impl Core {
             connectors,
             functions,
             shadows,
+            cloud,
             agent,
             ipc: Some(ipc),
             mqtt_tls,
@@ -206,6 +222,10 @@ impl Core {
                 "Lambda IPC         http://{a}  (GG_DAEMON_PORT for functions)"
             ));
         }
+        lines.push(match self.cloud.status().url {
+            Some(url) => format!("cloud              {url}  (spool: {})", dir.join("ggc/var/state/spool").display()),
+            None => "cloud              not configured (--cloud): messages for the cloud wait in the spool".to_owned(),
+        });
         lines
     }
 
@@ -243,6 +263,7 @@ impl Core {
         }
         tokio::spawn(self.mqtt.clone().keep_fresh(stop()));
         tokio::spawn(self.shadows.clone().run());
+        listeners.push(tokio::spawn(self.cloud.clone().run(stop())));
         if let Some(ipc) = self.ipc.take() {
             let (functions, s) = (self.functions.clone(), stop());
             tokio::spawn(async move {
@@ -255,14 +276,15 @@ impl Core {
     }
 }
 
-/// The device listeners of a started core.
+/// The device listeners and the cloud bridge of a started core.
 #[must_use = "await `finished` so that devices are told about the shutdown"]
 pub struct Serving {
     listeners: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Serving {
-    /// Wait until the listeners have closed their connections (after `stop`).
+    /// Wait until the listeners have closed their connections and the cloud spool is synced
+    /// (after `stop`).
     pub async fn finished(self) {
         for l in self.listeners {
             let _ = l.await;

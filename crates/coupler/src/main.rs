@@ -5,6 +5,7 @@
 
 mod certs;
 mod client;
+mod cloud;
 mod connectors;
 mod core;
 mod deploy;

@@ -56,6 +56,7 @@ pub fn run(args: &Args) -> ExitCode {
                         );
                     }
                 }
+                print_cloud(&h["cloud"]);
             }
             ExitCode::SUCCESS
         }
@@ -63,5 +64,36 @@ pub fn run(args: &Args) -> ExitCode {
             eprintln!("error: cannot reach the core: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// The cloud bridge's lines: its state, the last failure, and the spool.
+fn print_cloud(c: &serde_json::Value) {
+    if c.is_null() {
+        return;
+    }
+    let state = c["state"].as_str().unwrap_or("?");
+    match c["url"].as_str() {
+        Some(url) => println!("cloud: {state} ({url})"),
+        None => println!("cloud: {state}"),
+    }
+    if let Some(e) = c["last_error"].as_str() {
+        println!("  last error: {e}");
+    }
+    println!(
+        "  published {}  acked {}  received {}  too large {}  refused {}",
+        c["published"], c["acked"], c["received"], c["too_large"], c["refused"]
+    );
+    let s = &c["spool"];
+    if !s.is_null() {
+        println!(
+            "  spool ({}): {} message(s), {} of {} bytes, {} in flight, {} dropped (oldest first)",
+            s["storage"].as_str().unwrap_or("?"),
+            s["messages"],
+            s["bytes"],
+            s["max_bytes"],
+            s["in_flight"],
+            s["dropped"],
+        );
     }
 }

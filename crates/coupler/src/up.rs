@@ -377,69 +377,106 @@ async fn serve(args: &Args, system_log: Arc<SystemLog>) -> Result<(), String> {
     Ok(())
 }
 
+/// What `/health` and `/metrics` read: the parts of a core.
+#[derive(Clone)]
+struct Parts {
+    router: Arc<Router>,
+    agent: Arc<Agent>,
+    broker: Arc<coupler_mqtt::Broker>,
+    connectors: Arc<coupler_connectors::host::Host>,
+    functions: Arc<coupler_runtime::functions::FunctionHost>,
+    cloud: Arc<coupler_runtime::cloud::CloudBridge>,
+}
+
+impl Parts {
+    fn health(&self) -> serde_json::Value {
+        let active = self.agent.active();
+        let stats = self.router.stats();
+        let mqtt = self.broker.stats();
+        let units = units_json(&stats, &self.connectors.stats(), &self.functions.stats());
+        serde_json::json!({
+            "status": "ok",
+            "activeGroup": active.as_ref().map(|a| &a.group_id),
+            "activeGroupVersion": active.as_ref().map(|a| &a.group_version_id),
+            "activeDeployment": active.as_ref().map(|a| &a.deployment_id),
+            "subscriptions": stats.subscriptions,
+            "routed": stats.routed,
+            "dropped": stats.dropped.iter().map(|d| d.count).sum::<u64>(),
+            "mqttConnections": mqtt.open,
+            "units": units,
+            "cloud": self.cloud.status(),
+        })
+    }
+
+    fn metrics(&self) -> String {
+        let mut text = metrics_text(&self.router, &self.agent);
+        mqtt_metrics(&mut text, &self.broker.stats());
+        connector_metrics(&mut text, &self.connectors.stats());
+        function_metrics(&mut text, &self.functions.stats());
+        cloud_metrics(&mut text, &self.cloud.status());
+        text
+    }
+}
+
 /// `/health` and `/metrics`, beside the API and without a signature.
 pub fn status_routes(core: &crate::core::Core) -> axum::Router {
-    let (router, agent, broker, connectors, functions) = (
-        core.router.clone(),
-        core.agent.clone(),
-        core.broker.clone(),
-        core.connectors.clone(),
-        core.functions.clone(),
-    );
+    let parts = Parts {
+        router: core.router.clone(),
+        agent: core.agent.clone(),
+        broker: core.broker.clone(),
+        connectors: core.connectors.clone(),
+        functions: core.functions.clone(),
+        cloud: core.cloud.clone(),
+    };
     let health = {
-        let (router, agent, broker, connectors, functions) = (
-            router.clone(),
-            agent.clone(),
-            broker.clone(),
-            connectors.clone(),
-            functions.clone(),
-        );
+        let parts = parts.clone();
         move || {
-            let (router, agent, broker, connectors, functions) = (
-                router.clone(),
-                agent.clone(),
-                broker.clone(),
-                connectors.clone(),
-                functions.clone(),
-            );
-            async move {
-                let active = agent.active();
-                let stats = router.stats();
-                let mqtt = broker.stats();
-                let units = units_json(&stats, &connectors.stats(), &functions.stats());
-                axum::Json(serde_json::json!({
-                    "status": "ok",
-                    "activeGroup": active.as_ref().map(|a| &a.group_id),
-                    "activeGroupVersion": active.as_ref().map(|a| &a.group_version_id),
-                    "activeDeployment": active.as_ref().map(|a| &a.deployment_id),
-                    "subscriptions": stats.subscriptions,
-                    "routed": stats.routed,
-                    "dropped": stats.dropped.iter().map(|d| d.count).sum::<u64>(),
-                    "mqttConnections": mqtt.open,
-                    "units": units,
-                }))
-            }
+            let parts = parts.clone();
+            async move { axum::Json(parts.health()) }
         }
     };
     let metrics = move || {
-        let (router, agent, broker, connectors, functions) = (
-            router.clone(),
-            agent.clone(),
-            broker.clone(),
-            connectors.clone(),
-            functions.clone(),
-        );
+        let parts = parts.clone();
         async move {
-            let mut text = metrics_text(&router, &agent);
-            mqtt_metrics(&mut text, &broker.stats());
-            connector_metrics(&mut text, &connectors.stats());
-            function_metrics(&mut text, &functions.stats());
-            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+            (
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                parts.metrics(),
+            )
+                .into_response()
         }
     };
     axum::Router::new()
         .route("/health", axum::routing::get(health))
         .route("/metrics", axum::routing::get(metrics))
+}
+
+/// The cloud bridge's counters and spool.
+fn cloud_metrics(out: &mut String, c: &coupler_runtime::cloud::CloudStatus) {
+    use std::fmt::Write;
+    let (g, n) = ("gauge", "counter");
+    let mut plain: Vec<(&str, &str, &str, u64)> = vec![
+        ("coupler_cloud_connected", g, "1 while the upstream broker is connected.", u64::from(c.state == "connected")),
+        ("coupler_cloud_published_total", n, "Messages published upstream (QoS 1), resends included.", c.published),
+        ("coupler_cloud_acked_total", n, "Messages the upstream broker acknowledged and the spool removed.", c.acked),
+        ("coupler_cloud_received_total", n, "Messages received from the upstream broker.", c.received),
+        ("coupler_cloud_received_invalid_total", n, "Messages from upstream dropped for an invalid topic.", c.received_invalid),
+        ("coupler_cloud_too_large_total", n, "Messages for the cloud dropped for exceeding 128 KiB.", c.too_large),
+        ("coupler_cloud_refused_total", n, "Messages for the cloud the spool refused.", c.refused),
+        ("coupler_cloud_connects_total", n, "Successful connections to the upstream broker.", c.connects),
+    ];
+    if let Some(s) = &c.spool {
+        plain.extend([
+            ("coupler_cloud_spool_messages", g, "Messages in the cloud spool.", s.messages as u64),
+            ("coupler_cloud_spool_bytes", g, "Charged bytes in the cloud spool.", s.bytes),
+            ("coupler_cloud_spool_max_bytes", g, "The cloud spool's bound (GG_CONFIG_MAX_SIZE_BYTES).", s.max_bytes),
+            ("coupler_cloud_spool_in_flight", g, "Spooled messages published and awaiting PUBACK.", s.in_flight as u64),
+            ("coupler_cloud_spool_dropped_total", n, "Spooled messages dropped to make room, oldest first.", s.dropped),
+        ]);
+    }
+    for (name, kind, help, v) in plain {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
 }
 
 /// Each unit's state, restarts and queue depth, for `/health` and `coupler status`.
