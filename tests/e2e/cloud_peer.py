@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import socket
 import subprocess
 import threading
@@ -34,7 +35,8 @@ class Mosquitto:
                       f"keyfile {tls_dir / 'server.key'}", "require_certificate true"]
         conf.write_text("\n".join(lines) + "\n")
         self.log = tmp / f"mosquitto-{self.port}.log"
-        self.proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=open(self.log, "wb"),
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=open(self.log, "wb"),
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while True:

@@ -36,7 +36,7 @@ pub enum Transport {
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Accept connections on `listener` until `cancel` fires; each runs in its own task and
-/// ends with it. Returns once those tasks have ended (or [`SHUTDOWN_GRACE`] passed), so a
+/// ends with it. Returns once those tasks have ended (or after a 2 s grace), so a
 /// process that awaits this does not exit before its clients were told why.
 pub async fn serve(
     listener: TcpListener,

@@ -321,11 +321,10 @@ impl CloudBridge {
                 }
                 () = tokio::time::sleep_until(retry_at), if can_retry => {}
                 _ = sync.tick() => {
-                    if let Some(sp) = spool.clone().filter(|s| s.stats().unsynced > 0) {
-                        match tokio::task::spawn_blocking(move || sp.sync()).await {
-                            Ok(Err(e)) => tracing::error!(error = %e, "cloud spool sync failed"),
-                            Ok(Ok(())) | Err(_) => {}
-                        }
+                    if let Some(sp) = spool.clone().filter(|s| s.stats().unsynced > 0)
+                        && let Ok(Err(e)) = tokio::task::spawn_blocking(move || sp.sync()).await
+                    {
+                        tracing::error!(error = %e, "cloud spool sync failed");
                     }
                 }
             }
@@ -367,7 +366,10 @@ impl CloudBridge {
             self.counters
                 .refused
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            tracing::warn!(count = batch.len(), "messages for the cloud dropped: no spool (no group deployed)");
+            tracing::warn!(
+                count = batch.len(),
+                "messages for the cloud dropped: no spool (no group deployed)"
+            );
             return;
         };
         let mut kept = Vec::with_capacity(batch.len());
@@ -390,7 +392,12 @@ impl CloudBridge {
             }
             if dropped > 0 {
                 let s = sp.stats();
-                tracing::warn!(dropped, total_dropped = s.dropped, max_bytes = s.max_bytes, "cloud spool full: dropped the oldest messages");
+                tracing::warn!(
+                    dropped,
+                    total_dropped = s.dropped,
+                    max_bytes = s.max_bytes,
+                    "cloud spool full: dropped the oldest messages"
+                );
             }
             refused
         })
@@ -441,21 +448,21 @@ impl CloudBridge {
                             self.router.route(msg).await;
                         }
                         Err(e) => {
-                            self.counters.received_invalid.fetch_add(1, Ordering::Relaxed);
+                            self.counters
+                                .received_invalid
+                                .fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(topic = %p.topic, error = %e, "message from the cloud dropped: invalid topic");
                         }
                     }
                     // Acknowledged once it is in the router's queues (QoS 1 only).
                     let _ = link.client.try_ack(&p);
                 }
-                Event::Incoming(Incoming::SubAck(s)) => {
-                    if s
-                        .return_codes
+                Event::Incoming(Incoming::SubAck(s))
+                    if s.return_codes
                         .iter()
-                        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                    {
-                        tracing::warn!(pkid = s.pkid, "the cloud refused a subscription");
-                    }
+                        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) =>
+                {
+                    tracing::warn!(pkid = s.pkid, "the cloud refused a subscription");
                 }
                 _ => {}
             }
@@ -483,7 +490,11 @@ fn sp_storage(d: Option<&Desired>) -> Storage {
 fn reopen_blocking(old: Option<(Arc<Spool>, SpoolConfig)>, config: SpoolConfig) -> Spool {
     // The bridge holds the only reference: dropping it unlocks the directory.
     let old = match old {
-        Some((_, c)) if matches!(c.storage, Storage::FileSystem { .. }) && c.storage == config.storage => None,
+        Some((_, c))
+            if matches!(c.storage, Storage::FileSystem { .. }) && c.storage == config.storage =>
+        {
+            None
+        }
         other => other.map(|(s, _)| s),
     };
     let new = match Spool::open(config.clone()) {
@@ -523,7 +534,10 @@ fn reopen_blocking(old: Option<(Arc<Spool>, SpoolConfig)>, config: SpoolConfig) 
         }
         let _ = old.sync();
         if moved > 0 {
-            tracing::info!(moved, "cloud spool settings changed: queued messages moved to the new spool");
+            tracing::info!(
+                moved,
+                "cloud spool settings changed: queued messages moved to the new spool"
+            );
         }
     }
     new
@@ -666,9 +680,7 @@ impl Link {
 }
 
 /// The next events of `link` (at least one, up to 256), or never without a link.
-async fn recv_events(
-    link: &mut Option<Link>,
-) -> Vec<Result<Event, rumqttc::ConnectionError>> {
+async fn recv_events(link: &mut Option<Link>) -> Vec<Result<Event, rumqttc::ConnectionError>> {
     let Some(l) = link else {
         return std::future::pending().await;
     };
@@ -704,7 +716,10 @@ impl Units for CloudBridge {
             .unwrap_or_default();
         let spool = SpoolConfig::from_greengrass_env(&vars, self.spool_dir.clone())
             .map_err(|e| vec![("CloudSpoolerConfigInvalid".to_owned(), e.to_string())])?;
-        let persistent = match vars.get("GG_CONFIG_SUBSCRIPTION_QUALITY").map(String::as_str) {
+        let persistent = match vars
+            .get("GG_CONFIG_SUBSCRIPTION_QUALITY")
+            .map(String::as_str)
+        {
             None | Some("AtMostOnce") => false,
             Some("AtLeastOncePersistent") => true,
             Some(other) => {

@@ -52,6 +52,16 @@ fn thing(name: &str) -> String {
     format!("arn:aws:iot:us-east-1:{ACCOUNT}:thing/{name}")
 }
 
+/// The broker binary: on PATH, or where Debian puts it (`/usr/sbin`, not on every PATH).
+fn mosquitto() -> &'static str {
+    let sbin = "/usr/sbin/mosquitto";
+    if std::path::Path::new(sbin).exists() {
+        sbin
+    } else {
+        "mosquitto"
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -61,7 +71,10 @@ fn free_port() -> u16 {
 
 /// Copy `from` to `to`, each chunk delivered `ONE_WAY` after it was read; the delay adds
 /// latency, not a throughput limit (a reader and a writer task, a queue between them).
-async fn delayed_pipe(from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf) {
+async fn delayed_pipe(
+    from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(4096);
     let reader = tokio::spawn(async move {
         let mut from = from;
@@ -130,7 +143,7 @@ fn start_mosquitto(dir: &std::path::Path) -> (Reaped, SocketAddr) {
         ),
     )
     .expect("conf");
-    let child = Command::new("mosquitto")
+    let child = Command::new(mosquitto())
         .arg("-c")
         .arg(&conf)
         .stdout(Stdio::null())
@@ -214,7 +227,12 @@ fn run(dir: &std::path::Path, proxy: SocketAddr, broker: SocketAddr, window: u16
         // The bridge is connected once a first message makes it through.
         let started = Instant::now();
         'warm: loop {
-            dev.put(mqtt_client::publish("bench/warm", QoS::AtMostOnce, 0, Bytes::from_static(b"{}")));
+            dev.put(mqtt_client::publish(
+                "bench/warm",
+                QoS::AtMostOnce,
+                0,
+                Bytes::from_static(b"{}"),
+            ));
             dev.flush().await;
             let until = tokio::time::Instant::now() + Duration::from_millis(500);
             while let Ok(p) = tokio::time::timeout_at(until, app.next()).await {
@@ -222,14 +240,25 @@ fn run(dir: &std::path::Path, proxy: SocketAddr, broker: SocketAddr, window: u16
                     break 'warm;
                 }
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "the bridge never connected");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the bridge never connected"
+            );
         }
-        while tokio::time::timeout(Duration::from_millis(300), app.next()).await.is_ok() {}
+        while tokio::time::timeout(Duration::from_millis(300), app.next())
+            .await
+            .is_ok()
+        {}
 
         let t0 = Instant::now();
         for i in 0..n {
             let payload = Bytes::from(format!("{{\"seq\": {i}, \"pad\": \"{}\"}}", "x".repeat(64)));
-            dev.put(mqtt_client::publish("bench/data", QoS::AtMostOnce, 0, payload));
+            dev.put(mqtt_client::publish(
+                "bench/data",
+                QoS::AtMostOnce,
+                0,
+                payload,
+            ));
             if i % 64 == 63 {
                 dev.flush().await;
             }
@@ -263,7 +292,13 @@ fn main() {
         if full { "full" } else { "short" },
         ONE_WAY.as_millis() * 2
     );
-    if Command::new("mosquitto").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+    if Command::new("mosquitto")
+        .arg("-h")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
         println!("  skipped: mosquitto is not installed");
         return;
     }
@@ -277,7 +312,10 @@ fn main() {
     println!();
     println!("  row                                        msg/s");
     println!("  Coupler, --cloud-window 100, FileSystem    {fast:>8.0}   ({n} messages)");
-    println!("  Greengrass's bound, --cloud-window 1       {slow:>8.1}   ({} messages)", 40 * scale);
+    println!(
+        "  Greengrass's bound, --cloud-window 1       {slow:>8.1}   ({} messages)",
+        40 * scale
+    );
     println!();
     println!("  ratio: {:.0}× the one-in-flight rate", fast / slow);
     println!(

@@ -20,10 +20,20 @@ pub struct CloudArgs {
     #[arg(long, env = "COUPLER_CLOUD_CA", value_name = "PEM")]
     pub cloud_ca: Option<PathBuf>,
     /// Client certificate (PEM) for TLS client authentication (the core's certificate).
-    #[arg(long, env = "COUPLER_CLOUD_CERT", value_name = "PEM", requires = "cloud_key")]
+    #[arg(
+        long,
+        env = "COUPLER_CLOUD_CERT",
+        value_name = "PEM",
+        requires = "cloud_key"
+    )]
     pub cloud_cert: Option<PathBuf>,
     /// The client certificate's private key (PEM).
-    #[arg(long, env = "COUPLER_CLOUD_KEY", value_name = "PEM", requires = "cloud_cert")]
+    #[arg(
+        long,
+        env = "COUPLER_CLOUD_KEY",
+        value_name = "PEM",
+        requires = "cloud_cert"
+    )]
     pub cloud_key: Option<PathBuf>,
     /// User name for the upstream broker (with --cloud-password).
     #[arg(long, env = "COUPLER_CLOUD_USERNAME", requires = "cloud_password")]
@@ -75,10 +85,7 @@ impl CloudArgs {
             port,
             tls,
             client_id: self.cloud_client_id.clone(),
-            credentials: self
-                .cloud_username
-                .clone()
-                .zip(self.cloud_password.clone()),
+            credentials: self.cloud_username.clone().zip(self.cloud_password.clone()),
             keep_alive: Duration::from_secs(u64::from(self.cloud_keepalive.max(5))),
             window: self.cloud_window,
         }))
@@ -86,7 +93,10 @@ impl CloudArgs {
 
     fn tls_config(&self) -> Result<rustls::ClientConfig, String> {
         let Some(ca) = &self.cloud_ca else {
-            return Err("--cloud mqtts://… needs --cloud-ca (the CA that signed the broker's certificate)".into());
+            return Err(
+                "--cloud mqtts://… needs --cloud-ca (the CA that signed the broker's certificate)"
+                    .into(),
+            );
         };
         let mut roots = rustls::RootCertStore::empty();
         for cert in read_certs(ca, "--cloud-ca")? {

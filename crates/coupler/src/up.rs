@@ -455,22 +455,87 @@ fn cloud_metrics(out: &mut String, c: &coupler_runtime::cloud::CloudStatus) {
     use std::fmt::Write;
     let (g, n) = ("gauge", "counter");
     let mut plain: Vec<(&str, &str, &str, u64)> = vec![
-        ("coupler_cloud_connected", g, "1 while the upstream broker is connected.", u64::from(c.state == "connected")),
-        ("coupler_cloud_published_total", n, "Messages published upstream (QoS 1), resends included.", c.published),
-        ("coupler_cloud_acked_total", n, "Messages the upstream broker acknowledged and the spool removed.", c.acked),
-        ("coupler_cloud_received_total", n, "Messages received from the upstream broker.", c.received),
-        ("coupler_cloud_received_invalid_total", n, "Messages from upstream dropped for an invalid topic.", c.received_invalid),
-        ("coupler_cloud_too_large_total", n, "Messages for the cloud dropped for exceeding 128 KiB.", c.too_large),
-        ("coupler_cloud_refused_total", n, "Messages for the cloud the spool refused.", c.refused),
-        ("coupler_cloud_connects_total", n, "Successful connections to the upstream broker.", c.connects),
+        (
+            "coupler_cloud_connected",
+            g,
+            "1 while the upstream broker is connected.",
+            u64::from(c.state == "connected"),
+        ),
+        (
+            "coupler_cloud_published_total",
+            n,
+            "Messages published upstream (QoS 1), resends included.",
+            c.published,
+        ),
+        (
+            "coupler_cloud_acked_total",
+            n,
+            "Messages the upstream broker acknowledged and the spool removed.",
+            c.acked,
+        ),
+        (
+            "coupler_cloud_received_total",
+            n,
+            "Messages received from the upstream broker.",
+            c.received,
+        ),
+        (
+            "coupler_cloud_received_invalid_total",
+            n,
+            "Messages from upstream dropped for an invalid topic.",
+            c.received_invalid,
+        ),
+        (
+            "coupler_cloud_too_large_total",
+            n,
+            "Messages for the cloud dropped for exceeding 128 KiB.",
+            c.too_large,
+        ),
+        (
+            "coupler_cloud_refused_total",
+            n,
+            "Messages for the cloud the spool refused.",
+            c.refused,
+        ),
+        (
+            "coupler_cloud_connects_total",
+            n,
+            "Successful connections to the upstream broker.",
+            c.connects,
+        ),
     ];
     if let Some(s) = &c.spool {
         plain.extend([
-            ("coupler_cloud_spool_messages", g, "Messages in the cloud spool.", s.messages as u64),
-            ("coupler_cloud_spool_bytes", g, "Charged bytes in the cloud spool.", s.bytes),
-            ("coupler_cloud_spool_max_bytes", g, "The cloud spool's bound (GG_CONFIG_MAX_SIZE_BYTES).", s.max_bytes),
-            ("coupler_cloud_spool_in_flight", g, "Spooled messages published and awaiting PUBACK.", s.in_flight as u64),
-            ("coupler_cloud_spool_dropped_total", n, "Spooled messages dropped to make room, oldest first.", s.dropped),
+            (
+                "coupler_cloud_spool_messages",
+                g,
+                "Messages in the cloud spool.",
+                s.messages as u64,
+            ),
+            (
+                "coupler_cloud_spool_bytes",
+                g,
+                "Charged bytes in the cloud spool.",
+                s.bytes,
+            ),
+            (
+                "coupler_cloud_spool_max_bytes",
+                g,
+                "The cloud spool's bound (GG_CONFIG_MAX_SIZE_BYTES).",
+                s.max_bytes,
+            ),
+            (
+                "coupler_cloud_spool_in_flight",
+                g,
+                "Spooled messages published and awaiting PUBACK.",
+                s.in_flight as u64,
+            ),
+            (
+                "coupler_cloud_spool_dropped_total",
+                n,
+                "Spooled messages dropped to make room, oldest first.",
+                s.dropped,
+            ),
         ]);
     }
     for (name, kind, help, v) in plain {
