@@ -7,6 +7,7 @@ a broken TLS setup reported by `coupler status`."""
 from __future__ import annotations
 
 import json
+import queue
 import subprocess
 import time
 
@@ -39,17 +40,20 @@ def spooler(**variables: str) -> dict:
 
 
 def deploy(server, account: str, subs: list[tuple[str, str, str]], functions: list[dict],
-           group_id: str | None = None) -> str:
-    """A group with core thing `core`, device `sensor` and the subscriptions
-    (source, subject, target), where `sensor` and `cloud` name those entities."""
+           group_id: str | None = None, devices: dict[str, bool] | None = None) -> str:
+    """A group with core thing `core`, the `devices` (name: SyncShadow; default `sensor`) and
+    the subscriptions (source, subject, target), where device names, `cloud` and
+    `GGShadowService` name those entities."""
+    devices = devices or {"sensor": False}
+
     def entity(name: str) -> str:
-        return thing(account, name) if name in ("sensor",) else name
+        return thing(account, name) if name in devices else name
     cert = CERT.format(account=account)
     parts = {
         "core": {"Cores": [{"Id": "core", "ThingArn": thing(account, "core"),
                             "CertificateArn": cert}]},
-        "devices": {"Devices": [{"Id": "sensor", "ThingArn": thing(account, "sensor"),
-                                 "CertificateArn": cert}]},
+        "devices": {"Devices": [{"Id": n, "ThingArn": thing(account, n), "CertificateArn": cert,
+                                 "SyncShadow": sync} for n, sync in devices.items()]},
         "subscriptions": {"Subscriptions": [
             {"Id": f"s{i}", "Source": entity(s), "Subject": subj, "Target": entity(t)}
             for i, (s, subj, t) in enumerate(subs)]},
@@ -283,3 +287,63 @@ def test_tls_with_client_certificates_and_a_broken_tls_setup(tmp_path):
                         "--api", "127.0.0.1:0", "--cloud", "ftp://h"],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode != 0 and "--cloud" in p.stderr, p.stderr
+
+
+def test_synced_shadows_mirror_the_cloud(tmp_path, cloud):
+    """`lamp` has SyncShadow, `sensor` not: lamp's accepted local changes go to the cloud's
+    shadow topics (state only), the cloud's update/documents come back into the local shadow
+    (a delta reaches the device) without an echo, and an older cloud version is ignored."""
+    server = start_server(tmp_path, "--cloud", f"mqtt://127.0.0.1:{cloud.port}")
+    app = CloudClient(cloud.port, ["$aws/things/+/shadow/update", "$aws/things/+/shadow/delete"])
+    opened = []
+    try:
+        account = _account(server)
+        shadow = "GGShadowService"
+        subs = [("lamp", "$aws/things/lamp/shadow/update", shadow),
+                ("lamp", "$aws/things/lamp/shadow/delete", shadow),
+                (shadow, "$aws/things/lamp/shadow/update/delta", "lamp"),
+                ("sensor", "$aws/things/sensor/shadow/update", shadow),
+                (shadow, "$aws/things/sensor/shadow/update/accepted", "sensor")]
+        deploy(server, account, subs, [], devices={"lamp": True, "sensor": False})
+        c = wait_cloud(server, lambda c: c["state"] == "connected")
+        assert c["state"] == "connected" and c["subscriptions"] == 1, c  # lamp's documents
+        lamp = MqttDevice(server.mqtt_plain_port, "lamp", "$aws/things/lamp/shadow/update/delta")
+        sensor = MqttDevice(server.mqtt_plain_port, "sensor",
+                            "$aws/things/sensor/shadow/update/accepted")
+        opened += [lamp, sensor]
+
+        lamp.request("$aws/things/lamp/shadow/update",
+                     {"state": {"reported": {"on": False}}, "clientToken": "t1"})
+        topic, payload = app.next()
+        assert topic == "$aws/things/lamp/shadow/update"
+        assert json.loads(payload) == {"state": {"reported": {"on": False}}}
+
+        sensor.request("$aws/things/sensor/shadow/update", {"state": {"reported": {"t": 1}}})
+        assert sensor.next()[0] == "$aws/things/sensor/shadow/update/accepted"
+        with pytest.raises(queue.Empty):  # not synced
+            app.next(timeout=1)
+
+        # The cloud's shadow changes: the local one follows, the device gets the delta, and
+        # nothing is echoed back up.
+        doc = {"previous": None, "timestamp": 1, "current": {
+            "state": {"desired": {"on": True}, "reported": {"on": False}}, "version": 5}}
+        app.publish("$aws/things/lamp/shadow/update/documents", json.dumps(doc))
+        topic, delta = lamp.next(timeout=10)
+        assert topic == "$aws/things/lamp/shadow/update/delta" and delta["state"] == {"on": True}
+        with pytest.raises(queue.Empty):
+            app.next(timeout=1)
+
+        stale = {"previous": None, "timestamp": 2, "current": {
+            "state": {"desired": {"on": "stale"}}, "version": 4}}
+        app.publish("$aws/things/lamp/shadow/update/documents", json.dumps(stale))
+        lamp.nothing(1.0)
+        c = wait_cloud(server, lambda c: c["shadow_stale"] == 1)
+        assert (c["shadow_up"], c["shadow_down"], c["shadow_stale"]) == (1, 1, 1), c
+
+        lamp.request("$aws/things/lamp/shadow/delete", {})
+        assert app.next() == ("$aws/things/lamp/shadow/delete", b"{}")
+    finally:
+        for d in opened:
+            d.close()
+        app.close()
+        server.stop()

@@ -19,8 +19,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use coupler_model::validate::ValidatedGroup;
@@ -31,6 +31,8 @@ use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, QoS};
 use tokio::sync::{Notify, mpsc};
 
 use crate::agent::{PreparedUnits, Units};
+use crate::shadow::Op;
+use crate::shadow_service::{ShadowService, ShadowSync};
 use crate::spool::{Seq, Spool, SpoolConfig, SpoolStats, Storage};
 
 /// The largest payload sent upstream: AWS IoT Core's message size limit.
@@ -43,6 +45,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const PUMP_BATCH: usize = 256;
 /// How often unsynced spool writes are fsynced when the spool is quiet.
 const SYNC_EVERY: Duration = Duration::from_millis(100);
+/// Local shadow changes waiting to be spooled for the cloud.
+const SHADOW_QUEUE: usize = 1024;
 
 /// The upstream broker, from the core's flags.
 #[derive(Clone)]
@@ -84,8 +88,11 @@ struct Desired {
     spool: SpoolConfig,
     /// `AtLeastOncePersistent`.
     persistent: bool,
-    /// The Subjects of the subscriptions with `cloud` as Source.
+    /// The Subjects of the subscriptions with `cloud` as Source, and the shadow topics of
+    /// the synced things.
     subjects: BTreeSet<String>,
+    /// Things whose shadows are synced (`SyncShadow`).
+    synced: BTreeSet<String>,
 }
 
 /// Counters for `/health`, `/metrics` and `coupler status`.
@@ -101,6 +108,10 @@ struct Counters {
     /// Messages the spool refused (larger than its bound, or it was unavailable).
     refused: AtomicU64,
     connects: AtomicU64,
+    /// Local shadow changes sent up, and cloud shadow documents applied or found stale.
+    shadow_up: AtomicU64,
+    shadow_down: AtomicU64,
+    shadow_stale: AtomicU64,
 }
 
 /// The bridge's state, as `coupler status` shows it.
@@ -123,6 +134,9 @@ pub struct CloudStatus {
     pub too_large: u64,
     pub refused: u64,
     pub connects: u64,
+    pub shadow_up: u64,
+    pub shadow_down: u64,
+    pub shadow_stale: u64,
     pub subscriptions: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spool: Option<SpoolStatus>,
@@ -158,6 +172,12 @@ pub struct CloudBridge {
     desired: Arc<DesiredSlot>,
     counters: Counters,
     shown: Mutex<Shown>,
+    shadows: OnceLock<Arc<ShadowService>>,
+    /// Local changes of synced shadows, on their way to the spool.
+    shadow_tx: mpsc::Sender<Message>,
+    shadow_rx: Mutex<Option<mpsc::Receiver<Message>>>,
+    /// The last cloud shadow version applied, per thing: older documents are stale.
+    cloud_versions: Mutex<HashMap<String, u64>>,
 }
 
 impl CloudBridge {
@@ -168,7 +188,12 @@ impl CloudBridge {
         } else {
             "not configured"
         };
+        let (shadow_tx, shadow_rx) = mpsc::channel(SHADOW_QUEUE);
         Self {
+            shadows: OnceLock::new(),
+            shadow_tx,
+            shadow_rx: Mutex::new(Some(shadow_rx)),
+            cloud_versions: Mutex::default(),
             router,
             upstream,
             spool_dir,
@@ -179,6 +204,12 @@ impl CloudBridge {
                 ..Shown::default()
             }),
         }
+    }
+
+    /// Mirror the synced things' shadows (`SyncShadow`) between `shadows` and the cloud.
+    pub fn sync_shadows(self: &Arc<Self>, shadows: Arc<ShadowService>) {
+        shadows.set_sync(self.clone());
+        let _ = self.shadows.set(shadows);
     }
 
     pub fn status(&self) -> CloudStatus {
@@ -197,6 +228,9 @@ impl CloudBridge {
             too_large: get(&c.too_large),
             refused: get(&c.refused),
             connects: get(&c.connects),
+            shadow_up: get(&c.shadow_up),
+            shadow_down: get(&c.shadow_down),
+            shadow_stale: get(&c.shadow_stale),
             subscriptions: shown.subscriptions,
             spool: shown.spool.map(|(storage, s)| SpoolStatus {
                 storage,
@@ -220,6 +254,10 @@ impl CloudBridge {
     pub async fn run(self: Arc<Self>, stop: impl Future<Output = ()>) {
         let inbox = self.router.inbox(&Entity::Cloud);
         let _attached = inbox.attach();
+        let Some(mut shadow_rx) = self.shadow_rx.lock().take() else {
+            tracing::error!("the cloud bridge runs once");
+            return;
+        };
         let mut seen = 0;
         let mut desired: Option<Desired> = None;
         let mut spool: Option<Arc<Spool>> = None;
@@ -315,6 +353,16 @@ impl CloudBridge {
                         match inbox.try_recv() {
                             Some(m) => batch.push(m),
                             None => break,
+                        }
+                    }
+                    self.spool_messages(spool.as_ref(), batch).await;
+                }
+                Some(m) = shadow_rx.recv() => {
+                    let mut batch = vec![m];
+                    while batch.len() < PUMP_BATCH {
+                        match shadow_rx.try_recv() {
+                            Ok(m) => batch.push(m),
+                            Err(_) => break,
                         }
                     }
                     self.spool_messages(spool.as_ref(), batch).await;
@@ -442,6 +490,11 @@ impl CloudBridge {
                 }
                 Event::Incoming(Incoming::Publish(p)) => {
                     self.counters.received.fetch_add(1, Ordering::Relaxed);
+                    if let Some(thing) = synced_documents(&p.topic, desired) {
+                        self.shadow_from_cloud(thing, &p.payload).await;
+                        let _ = link.client.try_ack(&p);
+                        continue;
+                    }
                     match TopicName::parse(&p.topic) {
                         Ok(topic) => {
                             let msg = Message::new(Entity::Cloud, topic, p.payload.clone());
@@ -478,6 +531,86 @@ impl CloudBridge {
         }
         Ok(())
     }
+}
+
+impl CloudBridge {
+    /// Apply the cloud's `update/documents` for a synced thing, unless it is older than the
+    /// last one applied (the cloud's version numbers only grow).
+    async fn shadow_from_cloud(&self, thing: &str, payload: &[u8]) {
+        let version = serde_json::from_slice::<serde_json::Value>(payload)
+            .ok()
+            .and_then(|d| d["current"]["version"].as_u64());
+        if let Some(v) = version {
+            let mut seen = self.cloud_versions.lock();
+            match seen.get(thing) {
+                Some(&last) if v <= last => {
+                    drop(seen);
+                    self.counters.shadow_stale.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%thing, version = v, last, "stale shadow document from the cloud ignored");
+                    return;
+                }
+                _ => {
+                    seen.insert(thing.to_owned(), v);
+                }
+            }
+        }
+        if let Some(shadows) = self.shadows.get() {
+            self.counters.shadow_down.fetch_add(1, Ordering::Relaxed);
+            shadows.apply_from_cloud(thing, payload).await;
+        }
+    }
+}
+
+impl ShadowSync for CloudBridge {
+    fn local_change(&self, thing: &str, op: Op, request: &[u8]) {
+        let synced = self
+            .desired
+            .state
+            .lock()
+            .1
+            .as_ref()
+            .is_some_and(|d| d.synced.contains(thing));
+        if !synced {
+            return;
+        }
+        // The local version means nothing in the cloud: only the state goes up.
+        let (topic, payload) = match op {
+            Op::Update => {
+                let Ok(doc) = serde_json::from_slice::<serde_json::Value>(request) else {
+                    return;
+                };
+                let up = serde_json::json!({ "state": doc["state"] }).to_string();
+                (format!("$aws/things/{thing}/shadow/update"), up)
+            }
+            Op::Delete => (
+                format!("$aws/things/{thing}/shadow/delete"),
+                "{}".to_owned(),
+            ),
+            Op::Get => return,
+        };
+        let Ok(topic) = TopicName::parse(&topic) else {
+            return;
+        };
+        let msg = Message::new(Entity::ShadowService, topic, payload);
+        if self.shadow_tx.try_send(msg).is_ok() {
+            self.counters.shadow_up.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%thing, "shadow change not sent to the cloud: its queue is full");
+        }
+    }
+}
+
+fn documents_topic(thing: &str) -> String {
+    format!("$aws/things/{thing}/shadow/update/documents")
+}
+
+/// The synced thing whose cloud `update/documents` topic this is.
+fn synced_documents<'a>(topic: &'a str, desired: Option<&Desired>) -> Option<&'a str> {
+    let thing = topic
+        .strip_prefix("$aws/things/")?
+        .strip_suffix("/shadow/update/documents")?;
+    desired?.synced.contains(thing).then_some(thing)
 }
 
 fn sp_storage(d: Option<&Desired>) -> Storage {
@@ -731,17 +864,32 @@ impl Units for CloudBridge {
                 )]);
             }
         };
+        let synced: BTreeSet<String> = group
+            .core
+            .sync_shadow
+            .then(|| group.core.thing.thing_name().to_owned())
+            .into_iter()
+            .chain(
+                group
+                    .devices
+                    .iter()
+                    .filter(|d| d.sync_shadow)
+                    .map(|d| d.thing.thing_name().to_owned()),
+            )
+            .collect();
         let subjects = group
             .routes
             .iter()
             .filter(|r| r.source == Entity::Cloud)
             .map(|r| r.subject.as_str().to_owned())
+            .chain(synced.iter().map(|t| documents_topic(t)))
             .collect();
         let desired = Desired {
             client_id: group.core.thing.thing_name().to_owned(),
             spool,
             persistent,
             subjects,
+            synced,
         };
         Ok(Box::new(Prepared {
             slot: self.desired.clone(),

@@ -137,6 +137,7 @@ impl Core {
             .map_err(|e| format!("the local shadows in {}: {e}", path.display()))?;
             Arc::new(ShadowService::new(store, router.clone()))
         };
+        cloud.sync_shadows(shadows.clone());
         // Bound now so that functions restored at start can connect; served by `start`.
         let ipc = bind(flags.ipc, "--ipc").await?;
         let functions = Arc::new(FunctionHost::new(

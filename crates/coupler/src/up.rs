@@ -503,6 +503,24 @@ fn cloud_metrics(out: &mut String, c: &coupler_runtime::cloud::CloudStatus) {
             "Successful connections to the upstream broker.",
             c.connects,
         ),
+        (
+            "coupler_cloud_shadow_up_total",
+            n,
+            "Local changes of synced shadows sent to the cloud.",
+            c.shadow_up,
+        ),
+        (
+            "coupler_cloud_shadow_down_total",
+            n,
+            "Cloud shadow documents applied to local shadows.",
+            c.shadow_down,
+        ),
+        (
+            "coupler_cloud_shadow_stale_total",
+            n,
+            "Cloud shadow documents ignored as older than the last applied.",
+            c.shadow_stale,
+        ),
     ];
     if let Some(s) = &c.spool {
         plain.extend([
