@@ -239,9 +239,12 @@ def test_memory_spool_drops_oldest_when_full_and_loses_all_on_kill(tmp_path, clo
 def test_tls_with_client_certificates_and_a_broken_tls_setup(tmp_path):
     tls = make_tls(tmp_path / "tls")
     broker = Mosquitto(tmp_path, tls_dir=tls)
-    args = ["--cloud", f"mqtts://localhost:{broker.port}", "--cloud-ca", str(tls / "ca.pem"),
-            "--cloud-cert", str(tls / "core.pem"), "--cloud-key", str(tls / "core.key")]
-    server = start_server(tmp_path / "good", *args)
+    # The settings from a config file, as a service would keep them.
+    config = tmp_path / "coupler.yaml"
+    config.write_text(f"cloud: mqtts://localhost:{broker.port}\ncloud-ca: {tls / 'ca.pem'}\n"
+                      f"cloud-cert: {tls / 'core.pem'}\ncloud-key: {tls / 'core.key'}\n"
+                      "cloud-keepalive: 20\n")
+    server = start_server(tmp_path / "good", "--config", str(config))
     app = CloudClient(broker.port, ["telemetry/#"], tls_dir=tls)
     sensor = None
     try:

@@ -26,6 +26,11 @@ use crate::mqtt::{MqttArgs, ServerCerts};
 /// The flags of a core, the same for `coupler up` and `coupler core`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CoreFlags {
+    /// A YAML file of settings: the long flags without their dashes, as keys
+    /// (`cloud: mqtts://…`, `cloud-window: 200`, `allow-uncontained: true`). Flags on the
+    /// command line win over it, and it wins over COUPLER_* environment variables.
+    #[arg(long, env = "COUPLER_CONFIG", value_name = "YAML")]
+    pub config: Option<PathBuf>,
     /// Let deployed functions run as root (Greengrass `runtime.allowFunctionsToRunAsRoot`).
     #[arg(long)]
     pub allow_functions_to_run_as_root: bool,

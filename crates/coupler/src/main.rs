@@ -6,6 +6,7 @@
 mod certs;
 mod client;
 mod cloud;
+mod config;
 mod connectors;
 mod core;
 mod deploy;
@@ -24,7 +25,8 @@ use clap::{Parser, Subcommand};
 /// Coupler runs AWS IoT Greengrass Core v1 groups (connectors, Lambda functions, devices,
 /// subscriptions) on any Linux device, in one small binary.
 #[derive(Debug, Parser)]
-#[command(name = "coupler", version, about, long_about = None)]
+// Every flag overrides itself: the command line comes after a --config file's settings.
+#[command(name = "coupler", version, about, long_about = None, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -76,7 +78,14 @@ enum Command {
 
 fn main() -> ExitCode {
     malloc::single_arena();
-    let cli = Cli::parse();
+    let args = match config::expand(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Connectors(cmd) => connectors::run(&cmd),
