@@ -350,3 +350,35 @@ def test_synced_shadows_mirror_the_cloud(tmp_path, cloud):
             d.close()
         app.close()
         server.stop()
+
+
+def test_at_least_once_persistent_keeps_cloud_messages_across_a_disconnect(tmp_path, cloud):
+    """GG_CONFIG_SUBSCRIPTION_QUALITY=AtLeastOncePersistent: QoS 1 subscriptions on a
+    persistent session, so what the cloud sends while the core is cut off arrives after."""
+    proxy = Proxy(cloud.port)
+    server = start_server(tmp_path, "--cloud", f"mqtt://127.0.0.1:{proxy.port}")
+    app = CloudClient(cloud.port, [])
+    sensor = None
+    try:
+        account = _account(server)
+        deploy(server, account, [("cloud", "commands/#", "sensor")],
+               [spooler(GG_CONFIG_SUBSCRIPTION_QUALITY="AtLeastOncePersistent")])
+        wait_cloud(server, lambda c: c["state"] == "connected")
+        sensor = MqttDevice(server.mqtt_plain_port, "sensor", "commands/#")
+        app.publish("commands/first", '{"n": 0}')
+        assert sensor.next(timeout=10) == ("commands/first", {"n": 0})
+
+        proxy.cut()
+        wait_cloud(server, lambda c: c["state"] != "connected")
+        time.sleep(0.5)  # mosquitto notices the session is offline
+        for i in range(1, 6):
+            app.publish("commands/later", json.dumps({"n": i}))
+        proxy.restore()
+        got = [sensor.next(timeout=20)[1]["n"] for _ in range(5)]
+        assert got == [1, 2, 3, 4, 5], got
+    finally:
+        if sensor:
+            sensor.close()
+        app.close()
+        proxy.close()
+        server.stop()
