@@ -160,6 +160,7 @@ class Server:
     mqtt_plain_port: int = 0  # and over plain TCP (`--mqtt-plain 127.0.0.1:0`)
     extra_args: list[str] = field(default_factory=list)  # more `coupler up` flags
     extra_env: dict[str, str] = field(default_factory=dict)  # and environment
+    wrapper: list[str] = field(default_factory=list)  # runs the binary (e.g. setpriv …)
     credentials_note: str = ""  # what `coupler up` says of its key: "DIR/credentials (access key ...)"
     stdout_lines: list[str] = field(default_factory=list)
 
@@ -174,7 +175,7 @@ class Server:
         self.url = ""
         self.credentials_note = ""
         log = open(self.log_path, "ab")
-        cmd = [str(binary), "up", "--api", "127.0.0.1:0", "--data-dir", str(self.data_dir),
+        cmd = [*self.wrapper, str(binary), "up", "--api", "127.0.0.1:0", "--data-dir", str(self.data_dir),
                "--mqtt", "127.0.0.1:0", "--mqtt-plain", "127.0.0.1:0", "--ipc", "127.0.0.1:0",
                *self.extra_args]
         self.proc = subprocess.Popen(
@@ -342,12 +343,15 @@ def _record(client) -> None:
     client.meta.events.register("after-call.greengrass", after_call)
 
 
-def start_server(base: Path, *extra_args: str, env: dict[str, str] | None = None) -> Server:
+def start_server(base: Path, *extra_args: str, env: dict[str, str] | None = None,
+                 wrapper: list[str] | None = None) -> Server:
     """A new server on `base/data` (created on first start), logging to `base/coupler.log`,
-    with `extra_args` added to `coupler up` and `env` to its environment."""
+    with `extra_args` added to `coupler up`, `env` to its environment, and `wrapper` (a
+    command such as `setpriv …`) running it."""
     base.mkdir(parents=True, exist_ok=True)
     return Server(data_dir=base / "data", log_path=base / "coupler.log",
-                  extra_args=list(extra_args), extra_env=dict(env or {})).start()
+                  extra_args=list(extra_args), extra_env=dict(env or {}),
+                  wrapper=list(wrapper or [])).start()
 
 
 # ---- the AWS CLI ------------------------------------------------------------------------------

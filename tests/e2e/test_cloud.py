@@ -374,8 +374,14 @@ def test_at_least_once_persistent_keeps_cloud_messages_across_a_disconnect(tmp_p
         for i in range(1, 6):
             app.publish("commands/later", json.dumps({"n": i}))
         proxy.restore()
-        got = [sensor.next(timeout=20)[1]["n"] for _ in range(5)]
-        assert got == [1, 2, 3, 4, 5], got
+        # At least once: a message whose PUBACK the cut lost may come again (counted).
+        got: list[int] = []
+        deadline = time.monotonic() + 30
+        while not {1, 2, 3, 4, 5} <= set(got) and time.monotonic() < deadline:
+            got.append(sensor.next(timeout=30)[1]["n"])
+        firsts = [n for i, n in enumerate(got) if n not in got[:i] and n != 0]
+        assert firsts == [1, 2, 3, 4, 5], got
+        print(f"persistent session: {len(got) - len(set(got))} duplicates in {got}")
     finally:
         if sensor:
             sensor.close()

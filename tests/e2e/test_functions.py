@@ -411,23 +411,6 @@ def test_missing_function_fails_deployment(core):
     assert "Ghost" in status["ErrorMessage"], status
 
 
-def test_container_mode_fails_clearly(core):
-    server, tmp = core
-    arn = create_function(server, tmp, "Boxed", ADDER)
-    account = arn.split(":")[4]
-    cert = f"arn:aws:iot:us-east-1:{account}:{CERT_SUFFIX}"
-    f = fn(arn, pinned=False)
-    f["FunctionConfiguration"]["MemorySize"] = 16384
-    parts = {
-        "core": {"Cores": [{"Id": "core", "ThingArn": thing(account, "core"),
-                            "CertificateArn": cert}]},
-        "functions": {"Functions": [f]},
-    }
-    _, status = deploy_with_cli(server, parts, name="boxed")
-    assert status["DeploymentStatus"] == "Failure", status
-    assert "NoContainer" in status["ErrorMessage"], status
-
-
 def test_overflow_slows_then_drops_and_counts(group):
     """A function stuck for 4 s: 1024 messages wait in its inbox, the sender is held up to
     2 s for each one more, then that one is dropped and counted. Nothing else is lost."""

@@ -730,18 +730,25 @@ async fn authenticate(State(s): St, req: Request, next: Next) -> Response {
     let lambda = is_lambda_path(parts.uri.path());
     let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
-        Err(_) if lambda => {
-            return LambdaError::RequestEntityTooLarge(format!(
-                "Request must be smaller than {MAX_BODY_BYTES} bytes for this control plane's \
-                 Lambda operations."
-            ))
-            .into_response();
-        }
         Err(_) => {
-            return ApiError::bad_request(format!(
-                "The request body is larger than {MAX_BODY_BYTES} bytes."
-            ))
-            .into_response();
+            let mut refused = if lambda {
+                LambdaError::RequestEntityTooLarge(format!(
+                    "Request must be smaller than {MAX_BODY_BYTES} bytes for this control plane's \
+                     Lambda operations."
+                ))
+                .into_response()
+            } else {
+                ApiError::bad_request(format!(
+                    "The request body is larger than {MAX_BODY_BYTES} bytes."
+                ))
+                .into_response()
+            };
+            // The rest of the body is never read, so the connection cannot carry another
+            // request: say so, or a client reuses it and sees it closed.
+            refused
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return refused;
         }
     };
     if let Auth::SigV4(keys) = &s.auth {

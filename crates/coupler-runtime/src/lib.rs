@@ -10,6 +10,7 @@ pub mod active;
 pub mod agent;
 pub mod cloud;
 pub mod functions;
+pub mod isolation;
 pub mod logs;
 pub mod secrets;
 pub mod shadow;

@@ -34,9 +34,10 @@ pub struct CoreFlags {
     /// Let deployed functions run as root (Greengrass `runtime.allowFunctionsToRunAsRoot`).
     #[arg(long)]
     pub allow_functions_to_run_as_root: bool,
-    /// Run connectors and functions whose mode is GreengrassContainer (all the
-    /// container-only connectors, such as Serial Stream) without isolation. This core cannot
-    /// isolate units yet; without this flag, deployments of such units fail and say so.
+    /// Run GreengrassContainer units without isolation where this core cannot isolate them:
+    /// connectors always (they run inside the core; the container-only ones, such as Serial
+    /// Stream, need this flag), functions when the host lacks what containers need (see
+    /// `coupler doctor`). Without it, such deployments fail and say why.
     #[arg(long, visible_alias = "allow-uncontained-connectors")]
     pub allow_uncontained: bool,
     /// Address of the Lambda IPC that functions call (its port is their GG_DAEMON_PORT).
@@ -143,6 +144,15 @@ impl Core {
             Arc::new(ShadowService::new(store, router.clone()))
         };
         cloud.sync_shadows(shadows.clone());
+        let isolation = coupler_runtime::isolation::probe().and_then(|()| {
+            std::env::current_exe().map_err(|e| format!("cannot find the coupler binary: {e}"))
+        });
+        match &isolation {
+            Ok(_) => coupler_runtime::isolation::sweep_stale_cgroups(),
+            Err(why) => {
+                tracing::info!(%why, "GreengrassContainer functions cannot run isolated here")
+            }
+        }
         // Bound now so that functions restored at start can connect; served by `start`.
         let ipc = bind(flags.ipc, "--ipc").await?;
         let functions = Arc::new(FunctionHost::new(
@@ -154,6 +164,7 @@ impl Core {
                 python: flags.python.clone(),
                 max_on_demand_workers: coupler_runtime::functions::DEFAULT_MAX_ON_DEMAND_WORKERS,
                 allow_uncontained: flags.allow_uncontained,
+                isolation: isolation.clone(),
                 allow_root: flags.allow_functions_to_run_as_root,
                 secrets: Some(backend.secrets),
                 code: backend.code,

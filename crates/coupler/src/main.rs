@@ -10,6 +10,7 @@ mod config;
 mod connectors;
 mod core;
 mod deploy;
+mod doctor;
 mod embedded;
 mod logs;
 mod malloc;
@@ -74,6 +75,21 @@ enum Command {
     Certs(certs::Command),
     /// Print a log of the core (`runtime`, Greengrass's line format), `-f` to follow it.
     Logs(logs::Args),
+    /// Check this host: which isolation modes work, and why not.
+    Doctor(doctor::Args),
+    /// Internal: run a program contained (the core starts GreengrassContainer units so).
+    #[command(hide = true)]
+    SandboxExec(SandboxExec),
+}
+
+#[derive(Debug, clap::Args)]
+struct SandboxExec {
+    /// The containment, as JSON (`coupler_runtime::isolation::SandboxSpec`).
+    #[arg(long)]
+    spec: String,
+    /// The program and its arguments.
+    #[arg(last = true, required = true)]
+    argv: Vec<std::ffi::OsString>,
 }
 
 fn main() -> ExitCode {
@@ -95,5 +111,18 @@ fn main() -> ExitCode {
         Command::Status(args) => status::run(&args),
         Command::Logs(args) => logs::run(&args),
         Command::Certs(cmd) => certs::run(&cmd),
+        Command::Doctor(args) => doctor::run(&args),
+        Command::SandboxExec(a) => {
+            match serde_json::from_str::<coupler_runtime::isolation::SandboxSpec>(&a.spec) {
+                Ok(spec) => {
+                    let code = coupler_runtime::isolation::run(&spec, &a.argv);
+                    ExitCode::from(u8::try_from(code).unwrap_or(1))
+                }
+                Err(e) => {
+                    eprintln!("coupler sandbox: --spec: {e}");
+                    ExitCode::from(125)
+                }
+            }
+        }
     }
 }

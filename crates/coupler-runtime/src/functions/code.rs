@@ -86,11 +86,14 @@ fn extract(zip: &[u8], to: &Path) -> Result<(), String> {
             ));
         }
         std::fs::write(&path, &data).map_err(|e| format!("{}: {e}", path.display()))?;
-        if let Some(mode) = entry.unix_mode() {
+        // Readable by every user: the function may run as its RunAs user (zips made by
+        // Python's zipfile say 0600); executable bits are kept, write bits are the core's.
+        let mode = entry.unix_mode().unwrap_or(0o644);
+        {
             use std::os::unix::fs::PermissionsExt as _;
             let _ = std::fs::set_permissions(
                 &path,
-                std::fs::Permissions::from_mode(mode & 0o755 | 0o400),
+                std::fs::Permissions::from_mode(mode & 0o755 | 0o444),
             );
         }
     }

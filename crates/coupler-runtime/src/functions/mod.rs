@@ -13,7 +13,7 @@ pub mod ipc;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -33,6 +33,7 @@ use tracing::Level;
 
 pub use code::{CodeSource, FunctionCode};
 
+use crate::isolation::{Bind, SandboxSpec};
 use crate::logs::SystemLog;
 use crate::secrets::{FetchedSecret, SecretSource};
 use crate::{PreparedUnits, Units};
@@ -64,8 +65,12 @@ pub struct FunctionHostConfig {
     /// The Python 3 interpreter.
     pub python: PathBuf,
     pub max_on_demand_workers: usize,
-    /// Run functions whose mode is GreengrassContainer without isolation (operator's choice).
+    /// Run functions whose mode is GreengrassContainer without isolation when this host
+    /// cannot isolate them (operator's choice).
     pub allow_uncontained: bool,
+    /// The `coupler` binary that runs `sandbox-exec`, when this host can isolate units;
+    /// otherwise why it cannot ([`crate::isolation::probe`]).
+    pub isolation: Result<PathBuf, String>,
     /// Allow RunAs uid or gid 0 (`allowFunctionsToRunAsRoot`).
     pub allow_root: bool,
     pub secrets: Option<Arc<dyn SecretSource>>,
@@ -227,6 +232,8 @@ pub(crate) struct Function {
     env: Vec<(String, String)>,
     exec_args: Vec<String>,
     run_as: Option<(u32, u32)>,
+    /// GreengrassContainer: how the worker is contained (it runs as `run_as` inside).
+    sandbox: Option<SandboxSpec>,
     log: Arc<SystemLog>,
     inbox: Arc<Inbox>,
     direct_tx: mpsc::Sender<WorkItem>,
@@ -334,6 +341,7 @@ pub(crate) struct Shared {
     results: Mutex<HashMap<String, Slot>>,
     on_demand_workers: AtomicUsize,
     next_worker: AtomicU64,
+    python_install: std::sync::OnceLock<Result<PythonInstall, String>>,
 }
 
 /// A `RequestResponse` invocation's result, kept until the invoker fetches it.
@@ -413,7 +421,33 @@ impl Shared {
     /// Run one worker process to its end; the reason it ended.
     async fn run_worker(self: &Arc<Self>, f: &Arc<Function>, worker: &Arc<Worker>) -> String {
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let mut cmd = tokio::process::Command::new(&self.config.python);
+        let mut cmd = match (&f.sandbox, &self.config.isolation) {
+            (Some(spec), Ok(exe)) => {
+                let python = match self.python_install() {
+                    Ok(p) => p,
+                    Err(why) => {
+                        f.log.log(Level::ERROR, &why);
+                        return why;
+                    }
+                };
+                let mut spec = spec.clone();
+                spec.binds.extend(python.dirs.iter().map(Bind::ro));
+                let mut c = tokio::process::Command::new(exe);
+                c.arg("sandbox-exec")
+                    .arg("--spec")
+                    .arg(serde_json::to_string(&spec).unwrap_or_default())
+                    .arg("--")
+                    .arg(&python.executable);
+                c
+            }
+            _ => {
+                let mut c = tokio::process::Command::new(&self.config.python);
+                if let Some((uid, gid)) = f.run_as {
+                    c.uid(uid).gid(gid);
+                }
+                c
+            }
+        };
         cmd.arg("-u")
             .arg(self.runtime_dir.join(code::RUNTIME_MAIN))
             .args(&f.exec_args)
@@ -434,9 +468,6 @@ impl Shared {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        if let Some((uid, gid)) = f.run_as {
-            cmd.uid(uid).gid(gid);
-        }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
@@ -468,8 +499,21 @@ impl Shared {
         let status = tokio::select! {
             s = child.wait() => s,
             () = worker.kill.notified() => {
-                let _ = child.start_kill();
-                child.wait().await
+                // A contained worker's `sandbox-exec` ends its unit and removes its
+                // cgroups on SIGTERM; SIGKILL is the fallback.
+                if f.sandbox.is_some() {
+                    crate::isolation::terminate(pid);
+                    match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+                        Ok(s) => s,
+                        Err(_) => {
+                            let _ = child.start_kill();
+                            child.wait().await
+                        }
+                    }
+                } else {
+                    let _ = child.start_kill();
+                    child.wait().await
+                }
             }
         };
         self.tokens.write().remove(&format!("Basic {token}"));
@@ -722,6 +766,7 @@ impl FunctionHost {
                 results: Mutex::new(HashMap::new()),
                 on_demand_workers: AtomicUsize::new(0),
                 next_worker: AtomicU64::new(1),
+                python_install: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -757,12 +802,19 @@ impl FunctionHost {
         let arn = spec.arn.as_str();
         let fail = |code: &str, why: String| (code.to_owned(), format!("function {arn}: {why}"));
         let config = &self.shared.config;
-        if spec.isolation == IsolationMode::GreengrassContainer && !config.allow_uncontained {
-            return Err(fail(
-                "IsolationUnavailable",
-                "IsolationMode is GreengrassContainer, and this core cannot isolate functions yet: set the function's (or the group default's) IsolationMode to NoContainer, or start the core with --allow-uncontained to run it without isolation".into(),
-            ));
-        }
+        let contained = match (&spec.isolation, &config.isolation) {
+            (IsolationMode::NoContainer, _) => false,
+            (IsolationMode::GreengrassContainer, Ok(_)) => true,
+            (IsolationMode::GreengrassContainer, Err(_)) if config.allow_uncontained => false,
+            (IsolationMode::GreengrassContainer, Err(why)) => {
+                return Err(fail(
+                    "IsolationUnavailable",
+                    format!(
+                        "IsolationMode is GreengrassContainer, and this host cannot isolate it: {why}. Set the function's (or the group default's) IsolationMode to NoContainer, or start the core with --allow-uncontained to run it without isolation"
+                    ),
+                ));
+            }
+        };
         let run_as = match spec.run_as {
             None => None,
             Some(r) => {
@@ -913,6 +965,10 @@ impl FunctionHost {
             .split_whitespace()
             .map(str::to_owned)
             .collect();
+        let sandbox = contained
+            .then(|| sandbox_spec(spec, group, &code_dir, &self.shared.runtime_dir, run_as))
+            .transpose()
+            .map_err(|e| fail("ResourceUnavailable", e))?;
         let (direct_tx, direct_rx) = mpsc::channel(DIRECT_QUEUE);
         let entity = Entity::function(arn);
         Ok(Arc::new(Function {
@@ -925,6 +981,7 @@ impl FunctionHost {
             env,
             exec_args,
             run_as,
+            sandbox,
             log,
             inbox: self.shared.router.inbox(&entity),
             direct_tx,
@@ -959,6 +1016,144 @@ impl FunctionHost {
         if f.pinned() {
             self.shared.spawn_worker(f);
         }
+    }
+}
+
+/// How a GreengrassContainer function's worker is contained: its code, the Python runtime
+/// and the volume and device resources its ResourceAccessPolicies grant (with their
+/// permission), its MemorySize, and its RunAs identity.
+fn sandbox_spec(
+    spec: &FunctionSpec,
+    group: &ValidatedGroup,
+    code_dir: &Path,
+    runtime_dir: &Path,
+    run_as: Option<(u32, u32)>,
+) -> Result<SandboxSpec, String> {
+    let env = spec.config.environment.as_ref();
+    let mut binds = vec![Bind::ro(code_dir), Bind::ro(runtime_dir)];
+    let mut groups = Vec::new();
+    for policy in env
+        .and_then(|e| e.resource_access_policies.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let Some(r) = group.resources.iter().find(|r| r.id == policy.resource_id) else {
+            continue;
+        };
+        let writable = policy.permission == Some(api::Permission::Rw);
+        let data = &r.resource_data_container;
+        let (source, target, owner) = if let Some(v) = &data.local_volume_resource_data {
+            (
+                v.source_path.clone(),
+                v.destination_path.clone(),
+                &v.group_owner_setting,
+            )
+        } else if let Some(d) = &data.local_device_resource_data {
+            (
+                d.source_path.clone(),
+                d.source_path.clone(),
+                &d.group_owner_setting,
+            )
+        } else {
+            continue;
+        };
+        let (Some(source), Some(target)) = (source, target) else {
+            continue;
+        };
+        if !Path::new(&source).exists() {
+            return Err(format!(
+                "resource {:?}: {source} does not exist on this core",
+                r.id
+            ));
+        }
+        if let Some(gid) = group_owner(owner.as_ref(), Path::new(&source))? {
+            groups.push(gid);
+        }
+        binds.push(Bind {
+            source: source.into(),
+            target: target.into(),
+            writable,
+        });
+    }
+    groups.sort_unstable();
+    groups.dedup();
+    Ok(SandboxSpec {
+        unit: spec.arn.function_name().to_owned(),
+        memory_bytes: spec
+            .memory_kb
+            .filter(|kb| *kb > 0)
+            .map(|kb| kb as u64 * 1024),
+        pids_max: crate::isolation::DEFAULT_PIDS_MAX,
+        run_as,
+        groups,
+        binds,
+        sysfs: env.and_then(|e| e.access_sysfs).unwrap_or(false),
+        workdir: code_dir.to_owned(),
+    })
+}
+
+/// The group a resource's `GroupOwnerSetting` adds to the unit: the Linux group that owns
+/// `source` (AutoAddGroupOwner), or the group named by GroupOwner.
+fn group_owner(
+    setting: Option<&api::GroupOwnerSetting>,
+    source: &Path,
+) -> Result<Option<u32>, String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(setting) = setting else {
+        return Ok(None);
+    };
+    if setting.auto_add_group_owner == Some(true) {
+        let meta = std::fs::metadata(source).map_err(|e| format!("{}: {e}", source.display()))?;
+        return Ok(Some(meta.gid()));
+    }
+    let Some(name) = setting.group_owner.as_deref().filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    groups
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next() == Some(name)).then(|| f.nth(1)?.parse().ok())?
+        })
+        .map(Some)
+        .ok_or_else(|| format!("GroupOwner {name:?} is not a group of this core"))
+}
+
+/// The Python installation that runs contained workers: its real executable (not a shim),
+/// and the directories it needs to see.
+struct PythonInstall {
+    executable: PathBuf,
+    dirs: Vec<PathBuf>,
+}
+
+impl Shared {
+    /// Asked of the interpreter once (`sys.executable`, `sys.prefix`, `sys.base_prefix`).
+    fn python_install(&self) -> Result<&PythonInstall, String> {
+        self.python_install
+            .get_or_init(|| {
+                let out = std::process::Command::new(&self.config.python)
+                    .args(["-c", "import sys; print(sys.executable); print(sys.prefix); print(sys.base_prefix)"])
+                    .output()
+                    .map_err(|e| format!("cannot run {}: {e}", self.config.python.display()))?;
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                let mut lines = text.lines().map(PathBuf::from);
+                let executable = lines
+                    .next()
+                    .filter(|p| p.is_absolute())
+                    .ok_or_else(|| format!("{} did not say where it is", self.config.python.display()))?;
+                let mut dirs: Vec<PathBuf> = lines.filter(|p| p.is_absolute()).collect();
+                if let Some(bin) = executable.parent() {
+                    dirs.push(bin.to_owned());
+                }
+                // What the system paths already show needs no bind of its own.
+                dirs.retain(|d| !["/usr", "/bin", "/lib"].iter().any(|s| d.starts_with(s)) && d != Path::new("/"));
+                dirs.sort();
+                dirs.dedup();
+                Ok(PythonInstall { executable, dirs })
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 }
 
