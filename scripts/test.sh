@@ -49,6 +49,7 @@ if [ -z "${SKIP_BENCH:-}" ]; then
   cargo bench --locked -p coupler --bench firehose
   cargo bench --locked -p coupler --bench functions
   cargo bench --locked -p coupler --bench cloud
+  cargo bench --locked -p coupler --bench isolation
   cargo bench --locked -p coupler-runtime --bench spool
   cargo bench --locked -p coupler-connectors --bench connectors
 fi

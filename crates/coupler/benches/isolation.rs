@@ -1,0 +1,163 @@
+//! Isolation benchmark: the cost of GreengrassContainer over NoContainer for one unit.
+//!
+//! * **Start-up**: `coupler sandbox-exec` (cgroups, namespaces, the read-only root, then
+//!   `exec`) running `/bin/true`, against `/bin/true` started directly, as the core starts a
+//!   NoContainer worker. The difference is the container's start cost.
+//! * **Memory per unit**: ten contained units running `sleep` at once; for each, the memory
+//!   of its `sandbox-exec` process that no other process shares (USS: private clean + dirty
+//!   pages) and its proportional share (PSS), beside the unit's own process.
+//!
+//! Targets (issue 11): container start under 50 ms; overhead under 2 MB per unit, apart from
+//! the unit's own code. Needs root (it makes namespaces and cgroups); otherwise it says why
+//! and exits 0. `-- --full` runs 5× more starts.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[path = "../tests/support/procs.rs"]
+mod procs;
+
+use procs::verdict;
+
+const COUPLER: &str = env!("CARGO_BIN_EXE_coupler");
+
+fn spec(unit: &str) -> String {
+    serde_json::json!({
+        "unit": unit, "memory_bytes": 64u64 << 20, "pids_max": 64, "run_as": [65534, 65534],
+        "binds": [], "sysfs": false, "workdir": "/",
+    })
+    .to_string()
+}
+
+fn contained(unit: &str, argv: &[&str]) -> Command {
+    let mut c = Command::new(COUPLER);
+    c.arg("sandbox-exec")
+        .arg("--spec")
+        .arg(spec(unit))
+        .arg("--")
+        .args(argv)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    c
+}
+
+/// Mean milliseconds per run of `make()` to its exit, over `n` runs.
+fn mean_ms(n: usize, mut make: impl FnMut() -> Command) -> f64 {
+    let t = Instant::now();
+    for _ in 0..n {
+        let s = make().status().expect("spawn");
+        assert!(s.success(), "exit status {s}");
+    }
+    t.elapsed().as_secs_f64() * 1e3 / n as f64
+}
+
+/// `Pss` and private (`Private_Clean` + `Private_Dirty`) KiB of `pid`.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        field("Pss:"),
+        field("Private_Clean:") + field("Private_Dirty:"),
+    )
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--full");
+    let n = if full { 500 } else { 100 };
+    println!(
+        "Isolation benchmark ({} mode)",
+        if full { "full" } else { "short" }
+    );
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
+    if !root {
+        println!("  skipped: container mode needs root");
+        return;
+    }
+    if let Err(why) = Command::new(COUPLER)
+        .arg("doctor")
+        .output()
+        .map_err(|e| e.to_string())
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            if text.contains("ok    GreengrassContainer functions") {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        })
+    {
+        println!("  skipped: this host cannot isolate:\n{why}");
+        return;
+    }
+
+    // Warm the page cache for both.
+    let _ = mean_ms(5, || contained("warm", &["/bin/true"]));
+    let plain = mean_ms(n, || {
+        let mut c = Command::new("/bin/true");
+        c.stdout(Stdio::null());
+        c
+    });
+    let boxed = mean_ms(n, || contained("bench", &["/bin/true"]));
+    let start = boxed - plain;
+
+    let units = 10;
+    let mut children: Vec<_> = (0..units)
+        .map(|i| {
+            contained(&format!("mem{i}"), &["/bin/sleep", "30"])
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let (mut pss, mut private, mut unit_pss) = (0, 0, 0);
+    for c in &children {
+        let (p, u) = memory_kib(c.id());
+        pss += p;
+        private += u;
+        // The unit: the helper's one child.
+        let kids = std::fs::read_to_string(format!("/proc/{}/task/{}/children", c.id(), c.id()))
+            .unwrap_or_default();
+        if let Some(pid) = kids.split_whitespace().next().and_then(|p| p.parse().ok()) {
+            unit_pss += memory_kib(pid).0;
+        }
+    }
+    // SIGTERM: sandbox-exec ends its unit and removes its cgroups.
+    for c in &mut children {
+        let _ = Command::new("kill").arg(c.id().to_string()).status();
+        let _ = c.wait();
+    }
+    let per_pss = pss as f64 / units as f64 / 1024.0;
+    let per_private = private as f64 / units as f64 / 1024.0;
+    let per_unit = unit_pss as f64 / units as f64 / 1024.0;
+
+    println!();
+    println!("  start to exit of /bin/true             ms (mean of {n})");
+    println!("  NoContainer (plain process)           {plain:>8.2}");
+    println!("  GreengrassContainer (sandbox-exec)    {boxed:>8.2}");
+    println!();
+    println!("  memory of each of {units} contained `sleep` units");
+    println!("  sandbox-exec process, private (USS)   {per_private:>8.2} MiB");
+    println!("  sandbox-exec process, PSS             {per_pss:>8.2} MiB");
+    println!("  the unit itself (sleep), PSS          {per_unit:>8.2} MiB");
+    println!();
+    println!(
+        "  container start cost: {start:.2} ms (target < 50): {}",
+        verdict(start < 50.0)
+    );
+    println!(
+        "  overhead per unit: {per_private:.2} MiB private, {per_pss:.2} MiB PSS (target < 2): {}",
+        verdict(per_pss < 2.0)
+    );
+}
