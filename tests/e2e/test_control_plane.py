@@ -164,13 +164,15 @@ def test_tutorial_deployment(server, tutorial):
         ("list-deployments", "--group-id", gid),
     ])
     assert status.get("DeploymentType") == "NewDeployment", status
-    # The embedded core applies it. Its function asks for a Greengrass container, which this
-    # core cannot give yet, so it fails, saying so, rather than pretending.
+    # The embedded core applies it. Its function (account 123456789012's TempMonitor) is no
+    # function of this control plane, so there is no code to run: it fails, naming it,
+    # rather than pretending.
     final = wait_deployment(server.client(), gid, dep["DeploymentId"])
     assert final["DeploymentStatus"] == "Failure", final
     codes = {d["DetailedErrorCode"] for d in final.get("ErrorDetails", [])}
-    assert codes == {"IsolationUnavailable"}, final
-    assert "cannot isolate functions yet" in final["ErrorMessage"], final
+    # (Its container-only connector, if any, is refused too: connectors cannot be isolated.)
+    assert "FunctionCodeUnavailable" in codes, final
+    assert "TempMonitor" in final["ErrorMessage"], final
     P.assert_timestamp(status.get("UpdatedAt"), "get-deployment-status UpdatedAt")
 
     deployments = listed.get("Deployments", [])

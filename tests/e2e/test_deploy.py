@@ -55,8 +55,8 @@ def test_deploy_fail_reset_and_restart(own_server):
     assert "coupler_subscriptions 2" in metrics, metrics
     assert f'deployment="{dep["DeploymentId"]}"' in metrics, metrics
 
-    # A group whose function asks for a container cannot run here: Failure, named, and the old
-    # group still serves.
+    # A group whose function's code this control plane does not hold cannot run: Failure,
+    # named, and the old group still serves.
     functions = gg.create_function_definition(InitialVersion=P.FUNCTIONS)
     v2 = gg.create_group_version(
         GroupId=gid, **{k: v for k, v in gg.get_group_version(
@@ -66,8 +66,8 @@ def test_deploy_fail_reset_and_restart(own_server):
                                GroupVersionId=v2["Version"])
     status = wait_deployment(gg, gid, bad["DeploymentId"])
     assert status["DeploymentStatus"] == "Failure", status
-    assert "cannot isolate functions yet" in status["ErrorMessage"], status
-    assert status["ErrorDetails"][0]["DetailedErrorCode"] == "IsolationUnavailable", status
+    assert "TempMonitor" in status["ErrorMessage"], status
+    assert status["ErrorDetails"][0]["DetailedErrorCode"] == "FunctionCodeUnavailable", status
     assert health(core)["activeDeployment"] == dep["DeploymentId"]
 
     # A restart brings the active group back.
