@@ -323,6 +323,8 @@ impl CloudBridge {
                 let stats = sp.stats();
                 self.show(|s| s.spool = Some((storage, stats)));
             }
+            // The sync timer runs only while writes wait for an fsync: an idle core sleeps.
+            let unsynced = self.shown.lock().spool.is_some_and(|(_, s)| s.unsynced > 0);
 
             let retry_at = tokio::time::Instant::from_std(next_attempt);
             let can_retry = link.is_none() && self.upstream.is_some() && desired.is_some();
@@ -368,8 +370,8 @@ impl CloudBridge {
                     self.spool_messages(spool.as_ref(), batch).await;
                 }
                 () = tokio::time::sleep_until(retry_at), if can_retry => {}
-                _ = sync.tick() => {
-                    if let Some(sp) = spool.clone().filter(|s| s.stats().unsynced > 0)
+                _ = sync.tick(), if unsynced => {
+                    if let Some(sp) = spool.clone()
                         && let Ok(Err(e)) = tokio::task::spawn_blocking(move || sp.sync()).await
                     {
                         tracing::error!(error = %e, "cloud spool sync failed");
