@@ -623,11 +623,13 @@ fn sp_storage(d: Option<&Desired>) -> Storage {
 /// directory (then the files carry it). A FileSystem spool that cannot open falls back to
 /// Memory with the same bound, and says so.
 fn reopen_blocking(old: Option<(Arc<Spool>, SpoolConfig)>, config: SpoolConfig) -> Spool {
-    // The bridge holds the only reference: dropping it unlocks the directory.
     let old = match old {
-        Some((_, c))
+        Some((spool, c))
             if matches!(c.storage, Storage::FileSystem { .. }) && c.storage == config.storage =>
         {
+            // The files carry the messages. The bridge holds the only reference: dropping
+            // it unlocks the directory for the open below.
+            drop(spool);
             None
         }
         other => other.map(|(s, _)| s),
@@ -930,5 +932,77 @@ struct Prepared {
 impl PreparedUnits for Prepared {
     fn commit(self: Box<Self>) {
         self.slot.set(Some(self.desired));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(s: &str) -> TopicName {
+        TopicName::parse(s).expect("topic")
+    }
+
+    fn desired_with(synced: &[&str]) -> Desired {
+        Desired {
+            client_id: "core".into(),
+            spool: SpoolConfig::memory(crate::spool::MIN_MAX_SIZE_BYTES),
+            persistent: false,
+            subjects: BTreeSet::new(),
+            synced: synced.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn documents_topics_of_synced_things_only() {
+        let d = desired_with(&["lamp"]);
+        assert_eq!(
+            synced_documents("$aws/things/lamp/shadow/update/documents", Some(&d)),
+            Some("lamp")
+        );
+        assert_eq!(
+            synced_documents("$aws/things/fan/shadow/update/documents", Some(&d)),
+            None
+        );
+        assert_eq!(
+            synced_documents("$aws/things/lamp/shadow/update/delta", Some(&d)),
+            None
+        );
+        assert_eq!(
+            synced_documents("$aws/things/lamp/shadow/update/documents", None),
+            None
+        );
+    }
+
+    #[test]
+    fn new_spool_settings_keep_the_queued_messages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let min = crate::spool::MIN_MAX_SIZE_BYTES;
+        let mem = Arc::new(Spool::open(SpoolConfig::memory(min)).expect("memory"));
+        for i in 0..5 {
+            mem.push(&topic("t/a"), format!("m{i}").as_bytes(), Qos::AtLeastOnce)
+                .expect("push");
+        }
+        // One of them in flight: it moves too, in its place.
+        assert_eq!(mem.next_batch(1).expect("batch").len(), 1);
+        let fs_config = SpoolConfig::file_system(dir.path(), min * 2);
+        let fs = reopen_blocking(Some((mem, SpoolConfig::memory(min))), fs_config.clone());
+        let got: Vec<_> = fs
+            .next_batch(10)
+            .expect("batch")
+            .into_iter()
+            .map(|m| m.payload)
+            .collect();
+        assert_eq!(
+            got,
+            ["m0", "m1", "m2", "m3", "m4"].map(|s| bytes::Bytes::from(s))
+        );
+        fs.requeue_in_flight();
+
+        // FileSystem to FileSystem (another bound): the files carry the messages.
+        let bigger = SpoolConfig::file_system(dir.path(), min * 4);
+        let again = reopen_blocking(Some((Arc::new(fs), fs_config)), bigger);
+        assert_eq!(again.len(), 5);
+        assert_eq!(again.stats().max_bytes, min * 4);
     }
 }
