@@ -993,10 +993,7 @@ mod tests {
             .into_iter()
             .map(|m| m.payload)
             .collect();
-        assert_eq!(
-            got,
-            ["m0", "m1", "m2", "m3", "m4"].map(|s| bytes::Bytes::from(s))
-        );
+        assert_eq!(got, ["m0", "m1", "m2", "m3", "m4"].map(bytes::Bytes::from));
         fs.requeue_in_flight();
 
         // FileSystem to FileSystem (another bound): the files carry the messages.
