@@ -137,47 +137,34 @@ class Proxy:
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        if self.delay_s <= 0:
+        # A second thread sends each chunk once its delay is over, so a delay adds latency
+        # without limiting throughput.
+        q: queue.Queue = queue.Queue()
+
+        def sender() -> None:
             while True:
-                try:
-                    data = src.recv(65536)
-                except OSError:
-                    data = b""
-                if not data:
+                due, data = q.get()
+                if data is None:
                     break
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
                 try:
                     dst.sendall(data)
                 except OSError:
                     break
-        else:
-            # A second thread sends each chunk once its delay is over, so the delay adds
-            # latency without limiting throughput.
-            q: queue.Queue = queue.Queue()
-
-            def sender() -> None:
-                while True:
-                    due, data = q.get()
-                    if data is None:
-                        break
-                    wait = due - time.monotonic()
-                    if wait > 0:
-                        time.sleep(wait)
-                    try:
-                        dst.sendall(data)
-                    except OSError:
-                        break
-            t = threading.Thread(target=sender, daemon=True)
-            t.start()
-            while True:
-                try:
-                    data = src.recv(65536)
-                except OSError:
-                    data = b""
-                if not data:
-                    break
-                q.put((time.monotonic() + self.delay_s, data))
-            q.put((0, None))
-            t.join(timeout=5)
+        t = threading.Thread(target=sender, daemon=True)
+        t.start()
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            q.put((time.monotonic() + self.delay_s, data))
+        q.put((0, None))
+        t.join(timeout=5)
         for s in (src, dst):
             try:
                 s.shutdown(socket.SHUT_RDWR)

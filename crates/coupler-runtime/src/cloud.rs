@@ -142,16 +142,12 @@ pub struct CloudStatus {
     pub spool: Option<SpoolStatus>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+/// The spool in [`CloudStatus`]: its storage and its figures.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct SpoolStatus {
     pub storage: &'static str,
-    pub messages: usize,
-    pub bytes: u64,
-    pub max_bytes: u64,
-    pub in_flight: usize,
-    pub dropped: u64,
-    pub refused: u64,
-    pub damaged: u64,
+    #[serde(flatten)]
+    pub stats: SpoolStats,
 }
 
 #[derive(Debug, Default)]
@@ -160,7 +156,7 @@ struct Shown {
     client_id: Option<String>,
     last_error: Option<String>,
     subscriptions: usize,
-    spool: Option<(&'static str, SpoolStats)>,
+    spool: Option<SpoolStatus>,
 }
 
 /// The cloud bridge. Register it with the agent ([`Units`]) and run [`CloudBridge::run`].
@@ -232,16 +228,7 @@ impl CloudBridge {
             shadow_down: get(&c.shadow_down),
             shadow_stale: get(&c.shadow_stale),
             subscriptions: shown.subscriptions,
-            spool: shown.spool.map(|(storage, s)| SpoolStatus {
-                storage,
-                messages: s.messages,
-                bytes: s.bytes,
-                max_bytes: s.max_bytes,
-                in_flight: s.in_flight,
-                dropped: s.dropped,
-                refused: s.refused,
-                damaged: s.damaged,
-            }),
+            spool: shown.spool,
         }
     }
 
@@ -321,10 +308,14 @@ impl CloudBridge {
                     Storage::FileSystem { .. } => "FileSystem",
                 };
                 let stats = sp.stats();
-                self.show(|s| s.spool = Some((storage, stats)));
+                self.show(|s| s.spool = Some(SpoolStatus { storage, stats }));
             }
             // The sync timer runs only while writes wait for an fsync: an idle core sleeps.
-            let unsynced = self.shown.lock().spool.is_some_and(|(_, s)| s.unsynced > 0);
+            let unsynced = self
+                .shown
+                .lock()
+                .spool
+                .is_some_and(|s| s.stats.unsynced > 0);
 
             let retry_at = tokio::time::Instant::from_std(next_attempt);
             let can_retry = link.is_none() && self.upstream.is_some() && desired.is_some();

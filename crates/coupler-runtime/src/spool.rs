@@ -284,7 +284,7 @@ pub struct Spooled {
 }
 
 /// Counters and sizes, for logs and `coupler status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct SpoolStats {
     /// Messages held, in flight or not.
     pub messages: usize,

@@ -522,7 +522,7 @@ fn cloud_metrics(out: &mut String, c: &coupler_runtime::cloud::CloudStatus) {
             c.shadow_stale,
         ),
     ];
-    if let Some(s) = &c.spool {
+    if let Some(s) = c.spool.as_ref().map(|s| &s.stats) {
         plain.extend([
             (
                 "coupler_cloud_spool_messages",
