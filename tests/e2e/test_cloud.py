@@ -236,9 +236,17 @@ def test_memory_spool_drops_oldest_when_full_and_loses_all_on_kill(tmp_path, clo
         server.stop()
 
 
-def test_tls_with_client_certificates_and_a_broken_tls_setup(tmp_path):
+@pytest.fixture
+def tls_cloud(tmp_path):
+    """Mosquitto with TLS only and client certificates required, and its certificates."""
     tls = make_tls(tmp_path / "tls")
     broker = Mosquitto(tmp_path, tls_dir=tls)
+    yield broker, tls
+    broker.stop()
+
+
+def test_tls_with_client_certificates_and_a_broken_tls_setup(tmp_path, tls_cloud):
+    broker, tls = tls_cloud
     # The settings from a config file, as a service would keep them.
     config = tmp_path / "coupler.yaml"
     config.write_text(f"cloud: mqtts://localhost:{broker.port}\ncloud-ca: {tls / 'ca.pem'}\n"
@@ -278,7 +286,6 @@ def test_tls_with_client_certificates_and_a_broken_tls_setup(tmp_path):
     finally:
         bad.stop()
         app.close()
-        broker.stop()
 
     # Files that are not what the flags say stop `coupler up` with the flag named.
     p = subprocess.run([str(coupler_bin()), "up", "--data-dir", str(tmp_path / "x"),
