@@ -452,7 +452,6 @@ pub fn status_routes(core: &crate::core::Core) -> axum::Router {
 
 /// The cloud bridge's counters and spool.
 fn cloud_metrics(out: &mut String, c: &coupler_runtime::cloud::CloudStatus) {
-    use std::fmt::Write;
     let (g, n) = ("gauge", "counter");
     let mut plain: Vec<(&str, &str, &str, u64)> = vec![
         (
@@ -556,10 +555,7 @@ fn cloud_metrics(out: &mut String, c: &coupler_runtime::cloud::CloudStatus) {
             ),
         ]);
     }
-    for (name, kind, help, v) in plain {
-        family(out, name, kind, help);
-        let _ = writeln!(out, "{name} {v}");
-    }
+    unlabelled(out, &plain);
 }
 
 /// Each unit's state, restarts and queue depth, for `/health` and `coupler status`.
@@ -616,6 +612,14 @@ type InboxMetric = (
 /// Start a metric family: its `# HELP` and `# TYPE` lines.
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Families of one sample each: `(name, kind, help, value)`.
+fn unlabelled(out: &mut String, metrics: &[(&str, &str, &str, u64)]) {
+    for (name, kind, help, v) in metrics {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
 }
 
 /// The router's and the agent's counters in the Prometheus text format.
@@ -882,10 +886,7 @@ fn mqtt_metrics(out: &mut String, s: &coupler_mqtt::StatsSnapshot) {
             s.subscribe_refused,
         ),
     ];
-    for (name, kind, help, v) in plain {
-        family(out, name, kind, help);
-        let _ = writeln!(out, "{name} {v}");
-    }
+    unlabelled(out, &plain);
     family(
         out,
         "coupler_mqtt_closed_total",
