@@ -130,6 +130,52 @@ def health(server) -> dict:
     return json.load(urllib.request.urlopen(server.url + "/health", timeout=10))
 
 
+def host_isolates() -> bool:
+    """Whether GreengrassContainer units run contained here: the core needs root for
+    namespaces, mounts and cgroups (CI runs as root)."""
+    return os.geteuid() == 0
+
+
+def assert_connector_isolation(server, connector_id: str, log_name: str,
+                               granted: tuple[str, ...] = (), hidden: tuple[str, ...] = ()) -> None:
+    """The connector runs in a container of its own exactly where the host can isolate:
+    never uncontained quietly, never claimed contained when it is not. Contained, its process
+    is in other mount and PID namespaces than the core, in its own cgroup, on a root
+    without the core's data dir."""
+    units = [u for u in health(server)["units"]
+             if u["kind"] == "connector" and u["id"] == connector_id]
+    assert units, health(server)["units"]
+    assert units[0]["contained"] is host_isolates(), units[0]
+    if not host_isolates():
+        return
+    log = server.data_dir / "ggc/var/log/user/us-east-1/aws" / f"{log_name}.log"
+    deadline = time.monotonic() + 10
+    while True:
+        found = re.findall(r"running contained \(pid (\d+)", log.read_text() if log.exists() else "")
+        children = []
+        if found:
+            helper = found[-1]
+            try:
+                children = Path(f"/proc/{helper}/task/{helper}/children").read_text().split()
+            except OSError:
+                children = []
+        if children:
+            break
+        assert time.monotonic() < deadline, f"no contained process in {log}"
+        time.sleep(0.1)
+    unit = children[0]
+    for ns in ("mnt", "pid", "ipc", "uts"):
+        assert os.readlink(f"/proc/{unit}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
+    assert os.readlink(f"/proc/{unit}/ns/net") == os.readlink(f"/proc/self/ns/net")
+    assert f"coupler-{log_name}" in Path(f"/proc/{unit}/cgroup").read_text()
+    root = Path(f"/proc/{unit}/root")
+    assert not (root / str(server.data_dir).lstrip("/")).exists()
+    for path in granted:
+        assert (root / path.lstrip("/")).exists(), f"{path} is not in the container"
+    for path in hidden:
+        assert not (root / path.lstrip("/")).exists(), f"{path} is in the container"
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now."""
     with socket.socket() as s:

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from ggtest import MqttDevice, deploy_with_cli, run_aws, start_server
+from ggtest import MqttDevice, assert_connector_isolation, deploy_with_cli, run_aws, start_server
 
 CONNECTOR = "arn:aws:greengrass:us-east-1::/connectors/DeviceDefender/versions/3"
 ACCOUNT = "123456789012"
@@ -47,6 +47,8 @@ def core(tmp_path_factory):
                           env={"COUPLER_TEST_DEFENDER_INTERVAL_MS": "300"})
     _, status = deploy_with_cli(server, parts(), name="defender")
     assert status["DeploymentStatus"] == "Success", status
+    # Device Defender is container-only: where the host can isolate, it runs contained.
+    assert_connector_isolation(server, "defender", "DeviceDefender")
     dev = MqttDevice(server.mqtt_plain_port, "watcher", TOPIC)
     yield server, dev
     dev.close()

@@ -28,7 +28,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 import modbus_peer as peer_data
-from ggtest import MqttDevice, deploy_with_cli, metric, start_server
+from ggtest import MqttDevice, assert_connector_isolation, deploy_with_cli, metric, start_server
 
 ACCOUNT = "123456789012"
 CERT = f"arn:aws:iot:us-east-1:{ACCOUNT}:cert/" + "cd" * 32
@@ -345,6 +345,8 @@ def core(tmp_path_factory, bus):
     try:
         group_id, status = deploy_with_cli(server, group_parts(bus.port), name="modbus-rtu")
         assert status["DeploymentStatus"] == "Success", status
+        # Modbus-RTU is container-only: where the host can isolate, it runs contained.
+        assert_connector_isolation(server, CONNECTOR_ID, "ModbusRTUProtocolAdapter")
         dev = MqttDevice(server.mqtt_plain_port, "plc-client", RESPONSE)
         c = Core(server, group_id, dev, bus)
         c.wait_served()

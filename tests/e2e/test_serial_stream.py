@@ -16,7 +16,11 @@ import uuid
 
 import pytest
 
-from ggtest import MqttDevice, deploy_with_cli, metric, start_server
+import tempfile
+from pathlib import Path
+
+from ggtest import (MqttDevice, assert_connector_isolation, deploy_with_cli, host_isolates, metric,
+                    start_server)
 
 CONNECTOR = "arn:aws:greengrass:us-east-1::/connectors/SerialStream/versions/3"
 ACCOUNT = "123456789012"
@@ -102,6 +106,10 @@ def core(tmp_path_factory, line):
     server = start_server(tmp_path_factory.mktemp("serial"), "--allow-uncontained")
     group_id, status = deploy_with_cli(server, group_parts(port))
     assert status["DeploymentStatus"] == "Success", status
+    # Serial Stream is container-only: where the host can isolate, it runs contained.
+    # Only its own device: not the other end of the line, not the host's other devices.
+    assert_connector_isolation(server, "serial", "SerialStream", granted=(port,),
+                               hidden=(port[:-1] + "b", "/dev/sda", "/dev/mem"))
     dev = MqttDevice(server.mqtt_plain_port, "tester", "serial/core/#")
     suffix = port.lstrip("/")
     topics = {k: f"serial/core/{k}/{suffix}" for k in ("read", "write", "status", "read_response")}
@@ -204,8 +212,16 @@ def test_the_connector_keeps_serving_after_bad_input(core, line):
 
 
 def test_container_mode_is_refused_without_the_operators_opt_in(tmp_path, line):
+    """Where the host cannot isolate (here: a core that is not root), the container-only
+    connector is refused, never run uncontained quietly."""
     port, _ = line
-    server = start_server(tmp_path / "strict")
+    if host_isolates():
+        base = Path(tempfile.mkdtemp(prefix="coupler-nobody-", dir="/tmp"))
+        base.chmod(0o777)
+        server = start_server(base, wrapper=["setpriv", "--reuid", "65534", "--regid", "65534",
+                                             "--clear-groups"])
+    else:
+        server = start_server(tmp_path / "strict")
     try:
         _, status = deploy_with_cli(server, group_parts(port))
         assert status["DeploymentStatus"] == "Failure", status
@@ -287,8 +303,13 @@ def test_a_broken_line_is_reopened_by_the_supervisor(tmp_path):
             time.sleep(0.5)
         assert read_peer(fd, 5).endswith(b"three")
         log = (server.data_dir / "ggc/var/log/user/us-east-1/aws/SerialStream.log").read_text()
-        assert "restarting in" in log, log
-        assert metric(server, 'coupler_connector_restarts_total{connector="serial"') >= 1
+        if host_isolates():
+            # Contained, the old node stays bound in its container: the core sees the new
+            # node on the host and starts the container again with it (not a crash).
+            assert "is another device node now; the container starts again" in log, log
+        else:
+            assert "restarting in" in log, log
+            assert metric(server, 'coupler_connector_restarts_total{connector="serial"') >= 1
     finally:
         if dev is not None:
             dev.close()

@@ -31,11 +31,22 @@ pub enum LocalResource {
     Secret(FetchedSecret),
 }
 
-/// Where a connector's messages go: the router, or a test's channel.
+/// Where a connector's messages go: the router, or the channel of a detached context.
 #[derive(Debug, Clone)]
 enum Outlet {
     Router(Arc<Router>),
-    Test(tokio::sync::mpsc::Sender<Message>),
+    Channel(tokio::sync::mpsc::Sender<Output>),
+}
+
+/// What a detached connector gives out.
+#[derive(Debug)]
+pub enum Output {
+    /// A message it published.
+    Published(Message),
+    /// It refused a message (with an error reply, published separately).
+    Rejected,
+    /// It waits for its next message (see [`Context::received`]).
+    Wanted,
 }
 
 #[derive(Debug)]
@@ -56,6 +67,8 @@ struct Inner {
     rejected: AtomicU64,
     /// Times the supervisor started it again.
     restarts: AtomicU64,
+    /// Detached: it asked for a message that has not come yet.
+    wanting: std::sync::atomic::AtomicBool,
 }
 
 /// A running connector's view of the core. Cheap to clone.
@@ -82,11 +95,11 @@ pub struct Parts {
     pub cancel: CancellationToken,
 }
 
-/// The other end of a [`Context::for_test`]: put messages in, see what it published.
+/// The other end of a [`Context::detached`]: put messages in, see what it gives out.
 #[derive(Debug)]
-pub struct TestHandle {
+pub struct Handle {
     pub inbox: Arc<Inbox>,
-    pub published: tokio::sync::mpsc::Receiver<Message>,
+    pub output: tokio::sync::mpsc::Receiver<Output>,
     pub cancel: CancellationToken,
 }
 
@@ -97,21 +110,18 @@ impl Context {
         Self::build(parts, inbox, Outlet::Router(router))
     }
 
-    /// A context for testing a connector alone: its publishes go to `published`.
-    pub fn for_test(parts: Parts) -> (Self, TestHandle) {
-        let router = Router::new(coupler_router::RouterConfig {
-            default_inbox: InboxConfig::default(),
-            ..Default::default()
-        });
-        let inbox = router.inbox(&parts.entity);
-        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    /// A context outside any router, for a connector alone (in a container, or under
+    /// test): messages are put into `inbox`, and what it gives out comes out of `output`.
+    pub fn detached(parts: Parts, inbox: InboxConfig) -> (Self, Handle) {
+        let inbox = Inbox::new(parts.entity.clone(), inbox);
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
         let cancel = parts.cancel.clone();
-        let ctx = Self::build(parts, inbox.clone(), Outlet::Test(tx));
+        let ctx = Self::build(parts, inbox.clone(), Outlet::Channel(tx));
         (
             ctx,
-            TestHandle {
+            Handle {
                 inbox,
-                published: rx,
+                output: rx,
                 cancel,
             },
         )
@@ -134,6 +144,7 @@ impl Context {
                 cancel: p.cancel,
                 rejected: AtomicU64::new(0),
                 restarts: AtomicU64::new(0),
+                wanting: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -217,6 +228,21 @@ impl Context {
         }
     }
 
+    /// Every parameter (defaults filled in by validation).
+    pub fn parameters(&self) -> &BTreeMap<String, String> {
+        &self.inner.parameters
+    }
+
+    /// Every resource its `*-ResourceId` parameters name, by parameter.
+    pub fn resources(&self) -> &BTreeMap<String, LocalResource> {
+        &self.inner.resources
+    }
+
+    /// Its log file, for lines that come from elsewhere (its contained process).
+    pub(crate) fn log_file(&self) -> Arc<SystemLog> {
+        self.inner.log.clone()
+    }
+
     /// The resource a `*-ResourceId` parameter names.
     pub fn resource(&self, parameter: &str) -> Option<&LocalResource> {
         self.inner.resources.get(parameter)
@@ -236,6 +262,14 @@ impl Context {
 
     /// The next message routed to this connector; `None` once it is being stopped.
     pub async fn recv(&self) -> Option<Message> {
+        // Detached, it asks for each message when it has none: the other end (a contained
+        // connector's core) sends one at a time, so that a stop loses none in between.
+        if let Outlet::Channel(tx) = &self.inner.outlet
+            && self.inner.inbox.is_empty()
+            && !self.inner.wanting.swap(true, Ordering::AcqRel)
+        {
+            let _ = tx.send(Output::Wanted).await;
+        }
         tokio::select! {
             biased;
             () = self.inner.cancel.cancelled() => None,
@@ -253,8 +287,8 @@ impl Context {
         let msg = Message::new(self.inner.entity.clone(), TopicName::parse(topic)?, payload);
         Ok(match &self.inner.outlet {
             Outlet::Router(r) => r.route(msg).await,
-            Outlet::Test(tx) => {
-                let delivered = usize::from(tx.send(msg).await.is_ok());
+            Outlet::Channel(tx) => {
+                let delivered = usize::from(tx.send(Output::Published(msg)).await.is_ok());
                 RouteReport {
                     matched: 1,
                     delivered,
@@ -266,8 +300,23 @@ impl Context {
 
     /// Count a message refused with an error reply, and log why.
     pub fn rejected(&self, why: &str) {
-        self.inner.rejected.fetch_add(1, Ordering::Relaxed);
+        self.count_rejected();
         self.log(Level::WARN, &format!("request refused: {why}"));
+        if let Outlet::Channel(tx) = &self.inner.outlet {
+            // Counted by the other end too (a contained connector's core); a full channel
+            // loses only the count, never a message.
+            let _ = tx.try_send(Output::Rejected);
+        }
+    }
+
+    /// Detached: the message it asked for was put into its inbox.
+    pub fn received(&self) {
+        self.inner.wanting.store(false, Ordering::Release);
+    }
+
+    /// Count a refusal made elsewhere (by this connector's contained process).
+    pub(crate) fn count_rejected(&self) {
+        self.inner.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Messages refused so far.

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Level;
 
+use crate::contained::Containment;
 use crate::context::{Context, LocalResource, Parts, SecretSource};
 use crate::{Connector, Kind, registry};
 
@@ -32,9 +33,12 @@ pub struct HostConfig {
     /// Where connector logs go: `<data>/ggc/var/log/user/<region>/aws/`.
     pub log_dir: PathBuf,
     pub region: String,
-    /// Run connectors whose mode is GreengrassContainer without isolation. Only by the
-    /// operator's explicit choice: this core cannot isolate yet.
+    /// Run GreengrassContainer connectors without isolation where this host cannot isolate
+    /// them. Only by the operator's explicit choice.
     pub allow_uncontained: bool,
+    /// The `coupler` binary that contains GreengrassContainer connectors
+    /// (`sandbox-exec` and `connector-exec`), or why this host cannot contain them.
+    pub isolation: Result<PathBuf, String>,
     /// Where secret resources get their values; without one, a connector that names a
     /// secret resource fails its deployment.
     pub secrets: Option<Arc<dyn SecretSource>>,
@@ -42,6 +46,7 @@ pub struct HostConfig {
 
 struct Running {
     ctx: Context,
+    contained: bool,
     task: JoinHandle<()>,
     setup: Setup,
 }
@@ -62,6 +67,8 @@ pub struct ConnectorStats {
     pub id: String,
     pub name: &'static str,
     pub version: u32,
+    /// Runs in a container of its own (GreengrassContainer).
+    pub contained: bool,
     /// Messages refused with an error reply.
     pub rejected: u64,
     /// Restarts after a crash.
@@ -104,6 +111,7 @@ impl Host {
                 id: r.ctx.id().to_owned(),
                 name: r.ctx.name(),
                 version: r.ctx.version(),
+                contained: r.contained,
                 rejected: r.ctx.rejected_count(),
                 restarts: r.ctx.restarts(),
             })
@@ -179,15 +187,20 @@ impl Host {
                 ),
             ));
         };
-        if c.isolation == IsolationMode::GreengrassContainer && !self.config.allow_uncontained {
-            return Err((
-                "IsolationUnavailable".into(),
-                format!(
-                    "connector {} ({name} version {version}) runs in GreengrassContainer mode, and this core cannot isolate units yet; set its IsolationMode parameter to NoContainer where the connector has one, or start coupler up with --allow-uncontained to run it without isolation",
-                    c.id
-                ),
-            ));
-        }
+        let exe = match (c.isolation, &self.config.isolation) {
+            (IsolationMode::NoContainer, _) => None,
+            (IsolationMode::GreengrassContainer, Ok(exe)) => Some(exe),
+            (IsolationMode::GreengrassContainer, Err(_)) if self.config.allow_uncontained => None,
+            (IsolationMode::GreengrassContainer, Err(why)) => {
+                return Err((
+                    "IsolationUnavailable".into(),
+                    format!(
+                        "connector {} ({name} version {version}) runs in GreengrassContainer mode, and this host cannot isolate it: {why}. Set its IsolationMode parameter to NoContainer where the connector has one, or start the core with --allow-uncontained to run it without isolation",
+                        c.id
+                    ),
+                ));
+            }
+        };
         let resources = self.resources(c, group).map_err(|m| {
             (
                 "ConnectorStartFailed".into(),
@@ -205,6 +218,10 @@ impl Host {
         ));
         // Connectors are Lambda functions to Greengrass's logger definition.
         log.configure_for(&group.loggers, api::LoggerComponent::Lambda);
+        let containment = exe.map(|exe| {
+            let memory_kb = c.parameters.get("MemorySize").and_then(|m| m.parse().ok());
+            Containment::new(exe, kind.name, &resources, memory_kb)
+        });
         let parts = Parts {
             id: c.id.clone(),
             name: kind.name,
@@ -228,6 +245,7 @@ impl Host {
             kind,
             ctx,
             connector,
+            containment,
             setup,
         })
     }
@@ -239,6 +257,8 @@ struct Unit {
     kind: &'static Kind,
     ctx: Context,
     connector: Box<dyn Connector>,
+    /// GreengrassContainer: how its process is contained.
+    containment: Option<Containment>,
     setup: Setup,
 }
 
@@ -319,7 +339,8 @@ impl Prepared {
                 }
                 list.push(Running {
                     ctx: u.ctx.clone(),
-                    task: tokio::spawn(supervise(u.kind, u.ctx, u.connector)),
+                    contained: u.containment.is_some(),
+                    task: tokio::spawn(supervise(u.kind, u.ctx, u.connector, u.containment)),
                     setup: u.setup,
                 });
             }
@@ -339,8 +360,15 @@ async fn stop(r: Running) {
     }
 }
 
-/// Run a connector; restart it with backoff when it crashes or ends, until cancelled.
-async fn supervise(kind: &'static Kind, ctx: Context, first: Box<dyn Connector>) {
+/// Run a connector (in its container, if it has one); restart it with backoff when it
+/// crashes or ends, until cancelled. A contained connector is still built here first: its
+/// parameters and resources are checked before its process starts.
+async fn supervise(
+    kind: &'static Kind,
+    ctx: Context,
+    first: Box<dyn Connector>,
+    containment: Option<Containment>,
+) {
     let mut next = Some(first);
     let mut backoff = FIRST_BACKOFF;
     ctx.log(
@@ -365,7 +393,13 @@ async fn supervise(kind: &'static Kind, ctx: Context, first: Box<dyn Connector>)
         let started = tokio::time::Instant::now();
         // Its own task, so that a panic is caught here and not in the core.
         let attached = ctx.attach();
-        let outcome = tokio::spawn(connector.run(ctx.clone())).await;
+        let outcome = match &containment {
+            Some(how) => {
+                drop(connector);
+                Ok(crate::contained::run(&ctx, how).await)
+            }
+            None => tokio::spawn(connector.run(ctx.clone())).await,
+        };
         drop(attached);
         if ctx.cancel().is_cancelled() {
             ctx.log(Level::INFO, "stopped");

@@ -9,6 +9,7 @@
 
 pub mod aws;
 pub mod cloudwatch;
+pub mod contained;
 pub mod context;
 pub mod defender_metrics;
 pub mod device_defender;
@@ -26,7 +27,7 @@ use std::future::Future;
 use std::ops::RangeInclusive;
 use std::pin::Pin;
 
-pub use context::{Context, LocalResource, Parts, SecretSource, TestHandle};
+pub use context::{Context, Handle, LocalResource, Output, Parts, SecretSource};
 pub use coupler_model::SecretValue;
 
 /// The router inbox of a connector: Greengrass's `maxWorkItemCount` of 1024. While the

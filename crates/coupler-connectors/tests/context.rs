@@ -1,4 +1,4 @@
-//! A connector tested alone through `Context::for_test`: Device Defender on this machine's
+//! A connector tested alone through `Context::detached`: Device Defender on this machine's
 //! `/proc`, with its first report published at start.
 
 use std::collections::BTreeMap;
@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coupler_connectors::context::{LocalResource, Parts};
-use coupler_connectors::{Context, registry};
+use coupler_connectors::{Context, Output, registry};
 use coupler_model::Entity;
+use coupler_router::InboxConfig;
 use coupler_runtime::logs::SystemLog;
 use tokio_util::sync::CancellationToken;
 
@@ -38,20 +39,30 @@ fn parts(resource: LocalResource, dir: &std::path::Path) -> Parts {
 #[tokio::test]
 async fn device_defender_reports_through_a_test_context() {
     let dir = tempfile::tempdir().unwrap();
-    let (ctx, mut handle) = Context::for_test(parts(
-        LocalResource::Volume {
-            source_path: "/proc".into(),
-            destination_path: "/host_proc".into(),
-        },
-        dir.path(),
-    ));
+    let (ctx, mut handle) = Context::detached(
+        parts(
+            LocalResource::Volume {
+                source_path: "/proc".into(),
+                destination_path: "/host_proc".into(),
+            },
+            dir.path(),
+        ),
+        InboxConfig::default(),
+    );
     let kind = registry::kind("DeviceDefender", 3).unwrap();
     let connector = (kind.build)(&ctx).unwrap();
     let task = tokio::spawn(connector.run(ctx));
-    let msg = tokio::time::timeout(Duration::from_secs(5), handle.published.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match handle.output.recv().await.unwrap() {
+                Output::Published(m) => return m,
+                Output::Wanted => {}
+                o => panic!("{o:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
     assert_eq!(
         msg.topic.as_str(),
         "$aws/things/gateway/defender/metrics/json"
@@ -66,13 +77,16 @@ async fn device_defender_reports_through_a_test_context() {
 #[test]
 fn a_volume_with_another_destination_is_refused_at_build() {
     let dir = tempfile::tempdir().unwrap();
-    let (ctx, _handle) = Context::for_test(parts(
-        LocalResource::Volume {
-            source_path: "/proc".into(),
-            destination_path: "/elsewhere".into(),
-        },
-        dir.path(),
-    ));
+    let (ctx, _handle) = Context::detached(
+        parts(
+            LocalResource::Volume {
+                source_path: "/proc".into(),
+                destination_path: "/elsewhere".into(),
+            },
+            dir.path(),
+        ),
+        InboxConfig::default(),
+    );
     let kind = registry::kind("DeviceDefender", 3).unwrap();
     let err = (kind.build)(&ctx).err().unwrap();
     assert!(err.contains("/host_proc"), "{err}");

@@ -107,7 +107,8 @@ struct Queue {
 }
 
 impl Inbox {
-    pub(crate) fn new(entity: Entity, config: InboxConfig) -> Arc<Self> {
+    /// An inbox of its own, outside any router (a contained connector's, fed over its pipe).
+    pub fn new(entity: Entity, config: InboxConfig) -> Arc<Self> {
         let capacity = config.capacity.max(1);
         Arc::new(Self {
             entity,
@@ -224,6 +225,15 @@ impl Inbox {
             if tokio::time::timeout_at(until, room).await.is_err() {
                 return self.push(msg);
             }
+        }
+    }
+
+    /// Queue `msg`, waiting for room as the policy says; the message back if it was not
+    /// queued. For a producer outside the router.
+    pub async fn put(&self, msg: Message) -> Result<(), Message> {
+        match self.push_waiting(msg).await {
+            Push::Queued | Push::DisplacedOldest(_) => Ok(()),
+            Push::Rejected(m) | Push::MustWait(m) => Err(m),
         }
     }
 

@@ -30,6 +30,8 @@ pub struct SystemLog {
     level: AtomicU8,
     space_bytes: AtomicU64,
     file: Mutex<Option<(File, u64)>>,
+    /// Lines go to stderr as `[LEVEL]-message`, for the parent to [`pump`] into the file.
+    to_stderr: bool,
 }
 
 fn rank(level: &Level) -> u8 {
@@ -59,6 +61,7 @@ impl SystemLog {
             level: AtomicU8::new(rank(&Level::INFO)),
             space_bytes: AtomicU64::new(DEFAULT_SPACE_KB * 1024),
             file: Mutex::new(None),
+            to_stderr: false,
         }
     }
 
@@ -73,12 +76,28 @@ impl SystemLog {
             level: AtomicU8::new(rank(&Level::INFO)),
             space_bytes: AtomicU64::new(DEFAULT_SPACE_KB * 1024),
             file: Mutex::new(None),
+            to_stderr: false,
+        }
+    }
+
+    /// The log of a contained unit: every line goes to stderr as `[LEVEL]-message`, and
+    /// the core [`pump`]s it into the unit's file with that file's level and space.
+    pub fn to_stderr() -> Self {
+        Self {
+            path: PathBuf::new(),
+            level: AtomicU8::new(rank(&Level::DEBUG)),
+            space_bytes: AtomicU64::new(0),
+            file: Mutex::new(None),
+            to_stderr: true,
         }
     }
 
     /// Write one line at `level`, if the configured level lets it through.
     pub fn log(&self, level: Level, message: &str) {
-        if rank(&level) <= self.level.load(Ordering::Relaxed) {
+        if self.to_stderr {
+            let text = format!("[{}]-{message}\n", greengrass_level(&level));
+            let _ = std::io::stderr().lock().write_all(text.as_bytes());
+        } else if rank(&level) <= self.level.load(Ordering::Relaxed) {
             self.write_line(&line(&level, message, serde_json::Map::new()));
         }
     }
@@ -144,6 +163,27 @@ impl SystemLog {
         {
             *size += line.len() as u64;
         }
+    }
+}
+
+/// Write what a child process prints into `log`, a line at a time: `[LEVEL]-message` at
+/// that level (how contained units and the Python runtime write), anything else at
+/// `default`. Ends with the stream.
+pub async fn pump(stream: impl tokio::io::AsyncRead + Unpin, log: Arc<SystemLog>, default: Level) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut lines = tokio::io::BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let (level, text) = match line.split_once("]-") {
+            Some((tag, rest)) if tag.starts_with('[') => match &tag[1..] {
+                "DEBUG" => (Level::DEBUG, rest),
+                "INFO" => (Level::INFO, rest),
+                "WARN" => (Level::WARN, rest),
+                "ERROR" | "FATAL" => (Level::ERROR, rest),
+                _ => (default, line.as_str()),
+            },
+            _ => (default, line.as_str()),
+        };
+        log.log(level, text);
     }
 }
 

@@ -34,10 +34,10 @@ pub struct CoreFlags {
     /// Let deployed functions run as root (Greengrass `runtime.allowFunctionsToRunAsRoot`).
     #[arg(long)]
     pub allow_functions_to_run_as_root: bool,
-    /// Run GreengrassContainer units without isolation where this core cannot isolate them:
-    /// connectors always (they run inside the core; the container-only ones, such as Serial
-    /// Stream, need this flag), functions when the host lacks what containers need (see
-    /// `coupler doctor`). Without it, such deployments fail and say why.
+    /// Run GreengrassContainer functions and connectors without isolation where this host
+    /// cannot isolate them (it lacks namespaces or cgroups, or the core is not root; see
+    /// `coupler doctor`). Without it, such deployments fail and say why. Where the host can
+    /// isolate, units are always contained and this flag changes nothing.
     #[arg(long, visible_alias = "allow-uncontained-connectors")]
     pub allow_uncontained: bool,
     /// Address of the Lambda IPC that functions call (its port is their GG_DAEMON_PORT).
@@ -125,12 +125,22 @@ impl Core {
             },
         );
         let mqtt = Arc::new(crate::mqtt::Core::new(broker.clone(), backend.certs, dir));
+        let isolation = coupler_runtime::isolation::probe().and_then(|()| {
+            std::env::current_exe().map_err(|e| format!("cannot find the coupler binary: {e}"))
+        });
+        match &isolation {
+            Ok(_) => coupler_runtime::isolation::sweep_stale_cgroups(),
+            Err(why) => {
+                tracing::info!(%why, "GreengrassContainer units cannot run isolated here")
+            }
+        }
         let connectors = Arc::new(coupler_connectors::host::Host::new(
             router.clone(),
             coupler_connectors::host::HostConfig {
                 log_dir: dir.join(format!("ggc/var/log/user/{region}/aws")),
                 region: region.to_owned(),
                 allow_uncontained: flags.allow_uncontained,
+                isolation: isolation.clone(),
                 secrets: Some(backend.secrets.clone()),
             },
         ));
@@ -144,15 +154,6 @@ impl Core {
             Arc::new(ShadowService::new(store, router.clone()))
         };
         cloud.sync_shadows(shadows.clone());
-        let isolation = coupler_runtime::isolation::probe().and_then(|()| {
-            std::env::current_exe().map_err(|e| format!("cannot find the coupler binary: {e}"))
-        });
-        match &isolation {
-            Ok(_) => coupler_runtime::isolation::sweep_stale_cgroups(),
-            Err(why) => {
-                tracing::info!(%why, "GreengrassContainer functions cannot run isolated here")
-            }
-        }
         // Bound now so that functions restored at start can connect; served by `start`.
         let ipc = bind(flags.ipc, "--ipc").await?;
         let functions = Arc::new(FunctionHost::new(

@@ -24,14 +24,10 @@ pub fn run(args: &Args) -> ExitCode {
         Ok("always (plain processes for functions, tasks in the core for connectors)".into()),
     );
     line(
-        "GreengrassContainer functions",
+        "GreengrassContainer functions and connectors",
         coupler_runtime::isolation::probe()
             .map(|()| "mount, PID, IPC and UTS namespaces; memory and pids cgroups".into())
             .map_err(|why| format!("{why}; deploy them with IsolationMode NoContainer, or start the core with --allow-uncontained")),
-    );
-    line(
-        "GreengrassContainer connectors",
-        Err("connectors run inside the core process; container-only ones need --allow-uncontained (see docs/isolation.md)".into()),
     );
     line(
         "Python functions",

@@ -80,6 +80,9 @@ enum Command {
     /// Internal: run a program contained (the core starts GreengrassContainer units so).
     #[command(hide = true)]
     SandboxExec(SandboxExec),
+    /// Internal: be one contained connector, driven by the core over stdin and stdout.
+    #[command(hide = true)]
+    ConnectorExec,
 }
 
 #[derive(Debug, clap::Args)]
@@ -112,6 +115,9 @@ fn main() -> ExitCode {
         Command::Logs(args) => logs::run(&args),
         Command::Certs(cmd) => certs::run(&cmd),
         Command::Doctor(args) => doctor::run(&args),
+        Command::ConnectorExec => {
+            ExitCode::from(u8::try_from(coupler_connectors::contained::child_main()).unwrap_or(1))
+        }
         Command::SandboxExec(a) => {
             match serde_json::from_str::<coupler_runtime::isolation::SandboxSpec>(&a.spec) {
                 Ok(spec) => {

@@ -576,6 +576,7 @@ fn units_json(
             serde_json::json!({
                 "kind": "connector", "id": c.id, "name": format!("{} v{}", c.name, c.version),
                 "state": "running", "restarts": c.restarts, "queued": queued,
+                "contained": c.contained,
             })
         })
         .collect();

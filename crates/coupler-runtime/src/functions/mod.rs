@@ -27,7 +27,6 @@ use coupler_model::arn::SecretArn;
 use coupler_model::validate::{FunctionSpec, ValidatedGroup};
 use coupler_router::{Inbox, Message, Router};
 use parking_lot::{Mutex, RwLock};
-use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::Level;
 
@@ -488,14 +487,14 @@ impl Shared {
             Level::INFO,
             &format!("worker {} started (pid {pid})", worker.id),
         );
-        let out = child
-            .stdout
-            .take()
-            .map(|o| self.handle.spawn(pump(o, f.log.clone(), Level::INFO)));
-        let err = child
-            .stderr
-            .take()
-            .map(|e| self.handle.spawn(pump(e, f.log.clone(), Level::ERROR)));
+        let out = child.stdout.take().map(|o| {
+            self.handle
+                .spawn(crate::logs::pump(o, f.log.clone(), Level::INFO))
+        });
+        let err = child.stderr.take().map(|e| {
+            self.handle
+                .spawn(crate::logs::pump(e, f.log.clone(), Level::ERROR))
+        });
         let status = tokio::select! {
             s = child.wait() => s,
             () = worker.kill.notified() => {
@@ -720,23 +719,6 @@ impl Shared {
 
 /// Copy a worker's output into the function's log, a line at a time. A line the Python
 /// runtime's logging wrote starts with its level (`[INFO]-…`); other lines take `default`.
-async fn pump(stream: impl AsyncRead + Unpin, log: Arc<SystemLog>, default: Level) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let (level, text) = match line.split_once("]-") {
-            Some((tag, rest)) if tag.starts_with('[') => match &tag[1..] {
-                "DEBUG" => (Level::DEBUG, rest),
-                "INFO" => (Level::INFO, rest),
-                "WARN" => (Level::WARN, rest),
-                "ERROR" | "FATAL" => (Level::ERROR, rest),
-                _ => (default, line.as_str()),
-            },
-            _ => (default, line.as_str()),
-        };
-        log.log(level, text);
-    }
-}
-
 /// The functions of the active group.
 pub struct FunctionHost {
     shared: Arc<Shared>,
