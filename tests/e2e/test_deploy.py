@@ -148,7 +148,7 @@ def test_coupler_deploy_and_status(own_server):
     assert logs.returncode == 0, logs.stderr
     assert "][INFO]-deployment succeeded\t{" in logs.stdout, logs.stdout
     assert "of type NewDeployment for group" in logs.stdout, logs.stdout
-    assert "failed error: connector ModbusAdapter" in logs.stdout, logs.stdout
+    assert "failed error: connector TwilioAlerts" in logs.stdout, logs.stdout
 
     # Deploying the same name again adds a version to the same group.
     again = run("deploy", str(repo / "examples/sensor-to-cloud.yaml"))

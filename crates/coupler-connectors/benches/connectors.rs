@@ -69,6 +69,7 @@ fn parts(
         region: "us-east-1".into(),
         log: Arc::new(SystemLog::at(dir.join(format!("{name}.log")))),
         cancel: CancellationToken::new(),
+        inside_container: false,
     }
 }
 

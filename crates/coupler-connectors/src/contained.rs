@@ -44,9 +44,10 @@ const DEVICE_CHECK: Duration = Duration::from_secs(1);
 const STOP_GRACE: Duration = Duration::from_secs(3);
 /// Memory of a contained connector without a MemorySize parameter.
 pub const DEFAULT_MEMORY_BYTES: u64 = 64 * 1024 * 1024;
-/// The least memory a contained connector gets: the process itself needs a few MB, and a
-/// MemorySize below this (sized for Greengrass's Python connectors) would only kill it.
-pub const MIN_MEMORY_BYTES: u64 = 16 * 1024 * 1024;
+/// Memory a contained connector gets beyond its MemorySize parameter: the process itself
+/// (runtime, buffers, TLS) needs a few MB, and MemorySize is what the connector may hold
+/// (Firehose bounds its queue with it), so the limit must not be reached by a full queue.
+pub const PROCESS_ALLOWANCE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// How to start one contained connector.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +60,7 @@ pub(crate) struct Containment {
 impl Containment {
     /// The containment of connector `name`: the `coupler` binary (read-only), and the
     /// devices (read-write) and volumes (read-only) its `*-ResourceId` parameters name.
-    /// Memory is its MemorySize parameter (KB), if it has one.
+    /// Memory is its MemorySize parameter (KB) and the process's allowance, if it has one.
     pub(crate) fn new(
         exe: &Path,
         name: &str,
@@ -85,9 +86,10 @@ impl Containment {
                 LocalResource::Secret(_) => {}
             }
         }
-        let memory = memory_kb
-            .map_or(DEFAULT_MEMORY_BYTES, |kb| kb.saturating_mul(1024))
-            .max(MIN_MEMORY_BYTES);
+        let memory = memory_kb.map_or(DEFAULT_MEMORY_BYTES, |kb| {
+            kb.saturating_mul(1024)
+                .saturating_add(PROCESS_ALLOWANCE_BYTES)
+        });
         Self {
             exe: exe.to_owned(),
             spec: SandboxSpec {
@@ -530,6 +532,7 @@ async fn serve() -> Result<(), String> {
         region: setup.region,
         log: Arc::new(SystemLog::to_stderr()),
         cancel: cancel.clone(),
+        inside_container: true,
     };
     // It asks for one message at a time (`Output::Wanted`), so this never holds more.
     let (ctx, mut handle) = Context::detached(
@@ -652,7 +655,7 @@ mod tests {
             ),
         ]);
         let c = Containment::new(Path::new("/usr/bin/coupler"), "X", &resources, Some(8));
-        assert_eq!(c.spec.memory_bytes, Some(MIN_MEMORY_BYTES));
+        assert_eq!(c.spec.memory_bytes, Some(8192 + PROCESS_ALLOWANCE_BYTES));
         assert_eq!(c.spec.binds.len(), 3);
         assert!(
             c.spec

@@ -61,6 +61,7 @@ struct Inner {
     region: String,
     inbox: Arc<Inbox>,
     outlet: Outlet,
+    inside_container: bool,
     log: Arc<SystemLog>,
     cancel: CancellationToken,
     /// Messages refused with an error reply.
@@ -93,6 +94,9 @@ pub struct Parts {
     pub region: String,
     pub log: Arc<SystemLog>,
     pub cancel: CancellationToken,
+    /// This process is the connector's container: its volumes are at their destination
+    /// paths. (The core builds a contained connector too, to check it, and sees the host.)
+    pub inside_container: bool,
 }
 
 /// The other end of a [`Context::detached`]: put messages in, see what it gives out.
@@ -140,6 +144,7 @@ impl Context {
                 region: p.region,
                 inbox,
                 outlet,
+                inside_container: p.inside_container,
                 log: p.log,
                 cancel: p.cancel,
                 rejected: AtomicU64::new(0),
@@ -246,6 +251,11 @@ impl Context {
     /// The resource a `*-ResourceId` parameter names.
     pub fn resource(&self, parameter: &str) -> Option<&LocalResource> {
         self.inner.resources.get(parameter)
+    }
+
+    /// Whether this process is the connector's container (see [`Parts::inside_container`]).
+    pub fn inside_container(&self) -> bool {
+        self.inner.inside_container
     }
 
     pub fn core_thing(&self) -> &str {

@@ -42,13 +42,19 @@ fn build(ctx: &Context) -> Result<Box<dyn Connector>, String> {
     let destination = ctx
         .param("ProcDestinationPath")
         .ok_or("ProcDestinationPath is required")?;
-    // Without isolation the connector reads the volume's source; inside a container it
-    // would read its destination.
+    // Inside its container the volume is at its destination; without one (and in the core,
+    // which checks a contained connector before starting it) at its source.
     let proc_root = match ctx.resource("ProcDestinationPath-ResourceId") {
         Some(LocalResource::Volume {
             source_path,
             destination_path,
-        }) if destination_path.as_os_str() == destination => source_path.clone(),
+        }) if destination_path.as_os_str() == destination => {
+            if ctx.inside_container() {
+                destination_path.clone()
+            } else {
+                source_path.clone()
+            }
+        }
         _ => {
             return Err(format!(
                 "ProcDestinationPath-ResourceId must name the local volume resource whose destination path is {destination}"

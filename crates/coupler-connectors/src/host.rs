@@ -233,6 +233,7 @@ impl Host {
             region: self.config.region.clone(),
             log,
             cancel,
+            inside_container: false,
         };
         let ctx = Context::new(parts, self.router.clone());
         let connector = (kind.build)(&ctx).map_err(|m| {

@@ -33,6 +33,7 @@ fn parts(resource: LocalResource, dir: &std::path::Path) -> Parts {
         region: "us-east-1".into(),
         log: Arc::new(SystemLog::at(dir.join("DeviceDefender.log"))),
         cancel: CancellationToken::new(),
+        inside_container: false,
     }
 }
 

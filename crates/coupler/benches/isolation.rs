@@ -7,6 +7,10 @@
 //!   of its `sandbox-exec` process that no other process shares (USS: private clean + dirty
 //!   pages) and its proportional share (PSS), beside the unit's own process.
 //!
+//! * **A connector**: `coupler connector-exec` running Device Defender, from spawn to its
+//!   first report on stdout, contained (under `sandbox-exec`, as the core starts a
+//!   GreengrassContainer connector) and not; and the memory of a running contained one.
+//!
 //! Targets (issue 11): container start under 50 ms; overhead under 2 MB per unit, apart from
 //! the unit's own code. Needs root (it makes namespaces and cgroups); otherwise it says why
 //! and exits 0. `-- --full` runs 5× more starts.
@@ -69,6 +73,71 @@ fn memory_kib(pid: u32) -> (u64, u64) {
     )
 }
 
+/// What the core sends a contained Device Defender first (its volume at /proc in both
+/// modes, so that the same setup runs contained and not).
+const DEFENDER_SETUP: &str = r#"{"setup": {"id": "defender", "name": "DeviceDefender", "version": 3,
+  "arn": "arn:aws:greengrass:us-east-1::/connectors/DeviceDefender/versions/3",
+  "parameters": {"SampleIntervalSeconds": "300", "ProcDestinationPath": "/proc",
+                 "ProcDestinationPath-ResourceId": "proc"},
+  "resources": {"ProcDestinationPath-ResourceId": {"volume": {"source_path": "/proc", "destination_path": "/proc"}}},
+  "core_thing": "core", "region": "us-east-1"}}"#;
+
+/// A Device Defender process, started as `make` says and fed its setup; it is ready when
+/// its first report is on its stdout. Returns the process and the milliseconds it took.
+fn defender(mut cmd: Command) -> (std::process::Child, f64) {
+    use std::io::{BufRead as _, Write as _};
+    let t = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(DEFENDER_SETUP.replace('\n', " ").as_bytes())
+        .expect("setup");
+    stdin.write_all(b"\n").expect("setup");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).expect("read") > 0,
+            "the connector ended before its first report"
+        );
+        if line.starts_with("{\"publish\"") {
+            break;
+        }
+    }
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    // Its stdin stays open (held by the child's handle) until `stop`.
+    child.stdin = Some(stdin);
+    child.stdout = Some(out.into_inner());
+    (child, ms)
+}
+
+/// Ask it to stop (the end of its input) and wait.
+fn stop(mut child: std::process::Child) {
+    drop(child.stdin.take());
+    let _ = child.wait();
+}
+
+fn connector_command(contained_in: Option<&str>) -> Command {
+    match contained_in {
+        Some(unit) => {
+            let mut c = contained(unit, &[COUPLER, "connector-exec"]);
+            c.stderr(Stdio::null());
+            c
+        }
+        None => {
+            let mut c = Command::new(COUPLER);
+            c.arg("connector-exec");
+            c
+        }
+    }
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--full");
     let n = if full { 500 } else { 100 };
@@ -91,7 +160,7 @@ fn main() {
         .map_err(|e| e.to_string())
         .and_then(|o| {
             let text = String::from_utf8_lossy(&o.stdout).into_owned();
-            if text.contains("ok    GreengrassContainer functions") {
+            if text.contains("ok    GreengrassContainer functions and connectors") {
                 Ok(())
             } else {
                 Err(text)
@@ -152,6 +221,50 @@ fn main() {
     println!("  sandbox-exec process, PSS             {per_pss:>8.2} MiB");
     println!("  the unit itself (sleep), PSS          {per_unit:>8.2} MiB");
     println!();
+    // A connector: Device Defender, to its first report.
+    let runs = if full { 50 } else { 10 };
+    let mut to_report = |unit: Option<&str>| {
+        let mut total = 0.0;
+        for _ in 0..runs {
+            let (child, ms) = defender(connector_command(unit));
+            total += ms;
+            stop(child);
+        }
+        total / runs as f64
+    };
+    let _ = to_report(None);
+    let plain_connector = to_report(None);
+    let boxed_connector = to_report(Some("DeviceDefender"));
+    let (running, _) = defender(connector_command(Some("DeviceDefender")));
+    std::thread::sleep(Duration::from_millis(300));
+    let helper = memory_kib(running.id());
+    let kids = std::fs::read_to_string(format!(
+        "/proc/{}/task/{}/children",
+        running.id(),
+        running.id()
+    ))
+    .unwrap_or_default();
+    let connector_pss = kids
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .map_or(0, |pid| memory_kib(pid).0);
+    stop(running);
+    let connector_start = boxed_connector - plain_connector;
+    println!("  Device Defender connector, spawn to its first report    ms (mean of {runs})");
+    println!("  NoContainer (connector-exec)          {plain_connector:>8.2}");
+    println!("  GreengrassContainer (sandbox-exec)    {boxed_connector:>8.2}");
+    println!(
+        "  contained connector: sandbox-exec {:.2} MiB private, {:.2} MiB PSS; connector process {:.2} MiB PSS",
+        helper.1 as f64 / 1024.0,
+        helper.0 as f64 / 1024.0,
+        connector_pss as f64 / 1024.0
+    );
+    println!();
+    println!(
+        "  connector container start cost: {connector_start:.2} ms (target < 50): {}",
+        verdict(connector_start < 50.0)
+    );
     println!(
         "  container start cost: {start:.2} ms (target < 50): {}",
         verdict(start < 50.0)
