@@ -137,17 +137,34 @@ def host_isolates() -> bool:
 
 
 def assert_connector_isolation(server, connector_id: str, log_name: str,
-                               granted: tuple[str, ...] = (), hidden: tuple[str, ...] = ()) -> None:
+                               granted: tuple[str, ...] = (), hidden: tuple[str, ...] = ()) -> int | None:
     """The connector runs in a container of its own exactly where the host can isolate:
     never uncontained quietly, never claimed contained when it is not. Contained, its process
     is in other mount and PID namespaces than the core, in its own cgroup, on a root
-    without the core's data dir."""
+    without the core's data dir. Returns the contained process's pid (None uncontained)."""
     units = [u for u in health(server)["units"]
              if u["kind"] == "connector" and u["id"] == connector_id]
     assert units, health(server)["units"]
     assert units[0]["contained"] is host_isolates(), units[0]
     if not host_isolates():
-        return
+        return None
+    unit = contained_pid(server, log_name)
+    for ns in ("mnt", "pid", "ipc", "uts"):
+        assert os.readlink(f"/proc/{unit}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
+    assert os.readlink(f"/proc/{unit}/ns/net") == os.readlink(f"/proc/self/ns/net")
+    assert f"coupler-{log_name}" in Path(f"/proc/{unit}/cgroup").read_text()
+    root = Path(f"/proc/{unit}/root")
+    assert not (root / str(server.data_dir).lstrip("/")).exists()
+    for path in granted:
+        assert (root / path.lstrip("/")).exists(), f"{path} is not in the container"
+    for path in hidden:
+        assert not (root / path.lstrip("/")).exists(), f"{path} is in the container"
+    return unit
+
+
+def contained_pid(server, log_name: str, after: int = 0) -> int:
+    """The pid of the connector's contained process (PID 1 of its container, as the host
+    sees it), from the last `running contained` line of its log; one that is not `after`."""
     log = server.data_dir / "ggc/var/log/user/us-east-1/aws" / f"{log_name}.log"
     deadline = time.monotonic() + 10
     while True:
@@ -159,21 +176,11 @@ def assert_connector_isolation(server, connector_id: str, log_name: str,
                 children = Path(f"/proc/{helper}/task/{helper}/children").read_text().split()
             except OSError:
                 children = []
-        if children:
+        if children and int(children[0]) != after:
             break
-        assert time.monotonic() < deadline, f"no contained process in {log}"
+        assert time.monotonic() < deadline, f"no (new) contained process in {log}"
         time.sleep(0.1)
-    unit = children[0]
-    for ns in ("mnt", "pid", "ipc", "uts"):
-        assert os.readlink(f"/proc/{unit}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
-    assert os.readlink(f"/proc/{unit}/ns/net") == os.readlink(f"/proc/self/ns/net")
-    assert f"coupler-{log_name}" in Path(f"/proc/{unit}/cgroup").read_text()
-    root = Path(f"/proc/{unit}/root")
-    assert not (root / str(server.data_dir).lstrip("/")).exists()
-    for path in granted:
-        assert (root / path.lstrip("/")).exists(), f"{path} is not in the container"
-    for path in hidden:
-        assert not (root / path.lstrip("/")).exists(), f"{path} is in the container"
+    return int(children[0])
 
 
 def free_port() -> int:

@@ -19,8 +19,10 @@ import pytest
 import tempfile
 from pathlib import Path
 
-from ggtest import (MqttDevice, assert_connector_isolation, deploy_with_cli, host_isolates, metric,
-                    start_server)
+import signal
+
+from ggtest import (MqttDevice, assert_connector_isolation, contained_pid, deploy_with_cli,
+                    host_isolates, metric, start_server)
 
 CONNECTOR = "arn:aws:greengrass:us-east-1::/connectors/SerialStream/versions/3"
 ACCOUNT = "123456789012"
@@ -209,6 +211,30 @@ def test_the_connector_keeps_serving_after_bad_input(core, line):
     log = server.data_dir / "ggc/var/log/user/us-east-1/aws/SerialStream.log"
     assert "request refused" in log.read_text()
     assert metric(server, 'coupler_connector_rejected_total{connector="serial"') >= 20
+
+
+def test_a_killed_container_is_started_again_and_loses_nothing(core, line):
+    """The contained process is killed (as the OOM killer would): the supervisor counts a
+    crash and starts a new container; requests sent meanwhile wait in the core and are served."""
+    if not host_isolates():
+        pytest.skip("contained only where the host can isolate (root)")
+    _, fd = line
+    server, _, dev, t = core
+    restarts = metric(server, 'coupler_connector_restarts_total{connector="serial"')
+    old = contained_pid(server, "SerialStream")
+    drain(fd)
+    os.kill(old, signal.SIGKILL)
+    for i in range(3):
+        dev.request(t["write"], {"data": f"w{i}", "type": "ascii", "id": f"w{i}"})
+    for i in range(3):
+        assert dev.next(timeout=15) == (t["status"], {"response": {"status": "success"},
+                                                      "id": f"w{i}"})
+    assert read_peer(fd, 6) == b"w0w1w2"
+    new = contained_pid(server, "SerialStream", after=old)
+    assert new != old
+    log = (server.data_dir / "ggc/var/log/user/us-east-1/aws/SerialStream.log").read_text()
+    assert "crashed: the contained process ended" in log, log[-2000:]
+    assert metric(server, 'coupler_connector_restarts_total{connector="serial"') == restarts + 1
 
 
 def test_container_mode_is_refused_without_the_operators_opt_in(tmp_path, line):

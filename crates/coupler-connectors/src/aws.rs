@@ -249,7 +249,7 @@ impl Body {
 /// A client of one service in one region.
 #[derive(Debug, Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    http: crate::http::Http,
     service: Service,
     region: String,
     endpoint: String,

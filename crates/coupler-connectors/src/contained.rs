@@ -7,11 +7,12 @@
 //!   of its own secrets only), then `{"message": {"source", "topic", "payload"}}` for each
 //!   message the group routes to it;
 //! - up (stdout): `{"publish": {"topic", "payload"}}` for each message it publishes,
-//!   `"rejected"` for each message it refused (the error reply is a publish of its own), and
-//!   `"want"` when it waits for its next message.
+//!   `"rejected"` for each message it refused (the error reply is a publish of its own),
+//!   `"want"` when it waits for its next message and `"took"` when it has it.
 //!
-//! The core sends a message only when asked, so at most one is on its way: a stop loses no
-//! more than it would in the core. Payloads are base64. Its log lines come on stderr as
+//! The core sends a message only when asked, so at most one is on its way, and one the
+//! process never took (it died first) goes to the next process: a crash or a stop loses no
+//! more than it would in the core, the message being handled. Payloads are base64. Its log lines come on stderr as
 //! `[LEVEL]-message` and go to its log file. Closing its stdin asks it to stop; a device it
 //! was given that becomes another node on the host (a replugged adapter, a new pty) starts
 //! its container again, since a bind mount keeps the old node.
@@ -127,6 +128,8 @@ enum Up {
     Rejected,
     /// It waits for its next message.
     Want,
+    /// It took the message it was sent.
+    Took,
 }
 
 /// What the contained process builds its connector from.
@@ -376,6 +379,8 @@ async fn run_once(ctx: &Context, how: &Containment) -> Result<Ended, ConnectorEr
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // It asked for its next message: one at a time, so that a stop loses none.
     let mut wanted = false;
+    // Sent and not yet taken: given back if the process ends first.
+    let mut in_flight: Option<Message> = None;
     let outcome: Result<Ended, String> = match stdin
         .write_all(&line(&Down::Setup(setup(ctx))))
         .await
@@ -394,6 +399,7 @@ async fn run_once(ctx: &Context, how: &Containment) -> Result<Ended, ConnectorEr
                     },
                     Ok(Some(Up::Rejected)) => ctx.count_rejected(),
                     Ok(Some(Up::Want)) => wanted = true,
+                    Ok(Some(Up::Took)) => in_flight = None,
                     Ok(None) => break Err("ended".into()),
                     Err(e) => break Err(format!("sent {e}")),
                 },
@@ -405,8 +411,8 @@ async fn run_once(ctx: &Context, how: &Containment) -> Result<Ended, ConnectorEr
                         topic: msg.topic.as_str().to_owned(),
                         payload: B64.encode(&msg.payload),
                     };
+                    in_flight = Some(msg);
                     if let Err(e) = stdin.write_all(&line(&frame)).await {
-                        ctx.log(Level::ERROR, &format!("a message on {} was lost: {e}", msg.topic.as_str()));
                         break Err(format!("stopped reading: {e}"));
                     }
                 }
@@ -434,6 +440,7 @@ async fn run_once(ctx: &Context, how: &Containment) -> Result<Ended, ConnectorEr
                         }
                     }
                     Ok(Some(Up::Rejected)) => ctx.count_rejected(),
+                    Ok(Some(Up::Took)) => in_flight = None,
                     Ok(Some(Up::Want)) => {}
                     Ok(None) | Err(_) => break,
                 }
@@ -461,6 +468,9 @@ async fn run_once(ctx: &Context, how: &Containment) -> Result<Ended, ConnectorEr
         }
     };
     let _ = errors.await;
+    if let Some(msg) = in_flight {
+        ctx.put_back(msg);
+    }
     outcome.map_err(|why| {
         ConnectorError::Failed(match status {
             Ok(s) => format!("the contained process {why} ({s})"),
@@ -578,6 +588,7 @@ async fn serve() -> Result<(), String> {
                 },
                 Output::Rejected => Up::Rejected,
                 Output::Wanted => Up::Want,
+                Output::Took => Up::Took,
             };
             if out.write_all(&line(&frame)).await.is_err() || out.flush().await.is_err() {
                 break;

@@ -47,6 +47,8 @@ pub enum Output {
     Rejected,
     /// It waits for its next message (see [`Context::received`]).
     Wanted,
+    /// It took the message it asked for.
+    Took,
 }
 
 #[derive(Debug)]
@@ -70,6 +72,8 @@ struct Inner {
     restarts: AtomicU64,
     /// Detached: it asked for a message that has not come yet.
     wanting: std::sync::atomic::AtomicBool,
+    /// A message its contained process never took (it died first): the next one gets it.
+    put_back: parking_lot::Mutex<Option<Message>>,
 }
 
 /// A running connector's view of the core. Cheap to clone.
@@ -150,6 +154,7 @@ impl Context {
                 rejected: AtomicU64::new(0),
                 restarts: AtomicU64::new(0),
                 wanting: std::sync::atomic::AtomicBool::new(false),
+                put_back: parking_lot::Mutex::new(None),
             }),
         }
     }
@@ -280,11 +285,28 @@ impl Context {
         {
             let _ = tx.send(Output::Wanted).await;
         }
-        tokio::select! {
+        if self.inner.cancel.is_cancelled() {
+            return None;
+        }
+        if let Some(m) = self.inner.put_back.lock().take() {
+            return Some(m);
+        }
+        let m = tokio::select! {
             biased;
             () = self.inner.cancel.cancelled() => None,
             m = self.inner.inbox.recv() => Some(m),
+        };
+        if let (Some(_), Outlet::Channel(tx)) = (&m, &self.inner.outlet) {
+            // Not awaited: the message is taken whatever becomes of this future.
+            let _ = tx.try_send(Output::Took);
         }
+        m
+    }
+
+    /// Give back a message its contained process was sent but never took: the next
+    /// [`Self::recv`] returns it first.
+    pub(crate) fn put_back(&self, msg: Message) {
+        *self.inner.put_back.lock() = Some(msg);
     }
 
     /// Publish with this connector as Source: the message goes along the group's

@@ -1,17 +1,39 @@
 //! The HTTP client the service connectors (Twilio, AWS services) share.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
-/// An HTTPS-capable client with `timeout` per request. rustls with the ring provider, the
-/// one TLS stack of the core; the system's roots verify servers.
-pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
-    // Another part of the core may have installed it first; either way ring is the default.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .build()
-        .map_err(|e| format!("HTTP client: {e}"))
+/// An HTTPS client with its own timeout per request, on the one client every connector of
+/// the process shares: one connection pool, one resolver, one set of root certificates.
+#[derive(Debug, Clone)]
+pub struct Http {
+    client: reqwest::Client,
+    timeout: Duration,
+}
+
+impl Http {
+    /// A POST to `url`, ended after the timeout.
+    pub fn post(&self, url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
+        self.client.post(url).timeout(self.timeout)
+    }
+}
+
+/// A client whose requests end after `timeout`. rustls with the ring provider, the one TLS
+/// stack of the core; the system's roots verify servers.
+pub fn client(timeout: Duration) -> Result<Http, String> {
+    static SHARED: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    let client = SHARED
+        .get_or_init(|| {
+            // Another part of the core may have installed it first; either way ring is the
+            // default.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .build()
+                .map_err(|e| format!("HTTP client: {e}"))
+        })
+        .clone()?;
+    Ok(Http { client, timeout })
 }
 
 /// An `application/x-www-form-urlencoded` body. Only `A-Za-z0-9-_.~` stay as they are,

@@ -109,7 +109,7 @@ struct Twilio {
     default_from: Option<Phone>,
     messages_url: Url,
     calls_url: Url,
-    client: reqwest::Client,
+    client: http::Http,
     /// Set when the base URL comes from the environment, to say so in the log.
     overridden: bool,
 }

@@ -39,6 +39,30 @@ fn kib(field: &str, pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The process's PSS by mapping (file, `[heap]`, `[stack]`, or anonymous), largest first:
+/// where the memory is, for `COUPLER_BENCH_SMAPS=1`.
+fn print_mappings(pid: u32) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by_name: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    let mut name = String::new();
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        let first = parts.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            name = parts.nth(4).unwrap_or("[anon]").to_owned();
+            by_name.entry(name.clone()).or_default().1 += 1;
+        } else if first == "Pss:" {
+            by_name.entry(name.clone()).or_default().0 +=
+                parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+    }
+    let mut rows: Vec<_> = by_name.into_iter().collect();
+    rows.sort_by_key(|(_, (pss, _))| std::cmp::Reverse(*pss));
+    for (name, (pss, maps)) in rows.iter().take(15) {
+        println!("  {pss:>7} KiB PSS in {maps:>3} mappings  {name}");
+    }
+}
+
 #[path = "../tests/support/up.rs"]
 mod up;
 
@@ -264,6 +288,9 @@ fn main() {
     let pid = child.child.id();
     let (rss, pss) = (kib("Rss:", pid), kib("Pss:", pid));
     let (anon, file) = (kib("Pss_Anon:", pid), kib("Pss_File:", pid));
+    if std::env::var_os("COUPLER_BENCH_SMAPS").is_some() {
+        print_mappings(pid);
+    }
     drop(child);
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;

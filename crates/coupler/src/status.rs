@@ -47,12 +47,17 @@ pub fn run(args: &Args) -> ExitCode {
                     println!("units:");
                     for u in &units {
                         println!(
-                            "  {:<9} {:<40} {:<8} restarts {:<3} queued {}",
+                            "  {:<9} {:<40} {:<8} restarts {:<3} queued {}{}",
                             u["kind"].as_str().unwrap_or("?"),
                             u["name"].as_str().unwrap_or("?"),
                             u["state"].as_str().unwrap_or("?"),
                             u["restarts"],
                             u["queued"],
+                            if u["contained"] == true {
+                                "  (contained)"
+                            } else {
+                                ""
+                            },
                         );
                     }
                 }
