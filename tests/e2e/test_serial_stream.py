@@ -237,6 +237,52 @@ def test_a_killed_container_is_started_again_and_loses_nothing(core, line):
     assert metric(server, 'coupler_connector_restarts_total{connector="serial"') == restarts + 1
 
 
+def test_a_contained_connector_runs_as_the_groups_default_identity(tmp_path):
+    """Greengrass runs connectors as the group's default RunAs. The port belongs to root and
+    a group the identity is not in; its GroupOwnerSetting (AutoAddGroupOwner) adds that group
+    inside the container, and nothing else of the core's identity comes along."""
+    if not host_isolates():
+        pytest.skip("contained only where the host can isolate (root)")
+    tag = uuid.uuid4().hex[:8]
+    port, peer = f"/dev/ttyCPL{tag}a", f"/dev/ttyCPL{tag}b"
+    proc = subprocess.Popen(
+        ["socat", f"pty,raw,echo=0,link={port},user=0,group=2345,mode=660",
+         f"pty,raw,echo=0,link={peer}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = dev = None
+    try:
+        deadline = time.monotonic() + 5
+        while not (os.path.exists(port) and os.path.exists(peer)):
+            assert time.monotonic() < deadline, "socat made no ptys"
+            time.sleep(0.02)
+        fd = os.open(peer, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        parts = group_parts(port)
+        parts["functions"] = {"DefaultConfig": {"Execution": {
+            "IsolationMode": "GreengrassContainer", "RunAs": {"Uid": 1000, "Gid": 1000}}},
+            "Functions": []}
+        server = start_server(tmp_path / "runas")
+        _, status = deploy_with_cli(server, parts, name="serial-runas")
+        assert status["DeploymentStatus"] == "Success", status
+        unit = assert_connector_isolation(server, "serial", "SerialStream", granted=(port,))
+        fields = dict(line.split(":", 1) for line in
+                      Path(f"/proc/{unit}/status").read_text().splitlines())
+        assert fields["Uid"].split() == ["1000"] * 4, fields["Uid"]
+        assert fields["Gid"].split() == ["1000"] * 4, fields["Gid"]
+        assert fields["Groups"].split() == ["2345"], fields["Groups"]
+        dev = MqttDevice(server.mqtt_plain_port, "tester", "serial/core/#")
+        write = f"serial/core/write/{port.lstrip('/')}"
+        dev.request(write, {"data": "as 1000", "type": "ascii", "id": "u"})
+        assert dev.next(timeout=10)[1] == {"response": {"status": "success"}, "id": "u"}
+        assert read_peer(fd, 7) == b"as 1000"
+        os.close(fd)
+    finally:
+        if dev is not None:
+            dev.close()
+        if server is not None:
+            server.stop()
+        proc.terminate()
+        proc.wait(timeout=5)
+
+
 def test_container_mode_is_refused_without_the_operators_opt_in(tmp_path, line):
     """Where the host cannot isolate (here: a core that is not root), the container-only
     connector is refused, never run uncontained quietly."""

@@ -62,11 +62,14 @@ impl Containment {
     /// The containment of connector `name`: the `coupler` binary (read-only), and the
     /// devices (read-write) and volumes (read-only) its `*-ResourceId` parameters name.
     /// Memory is its MemorySize parameter (KB) and the process's allowance, if it has one.
+    /// It runs as `run_as` (the core's user if `None`) with `groups` added.
     pub(crate) fn new(
         exe: &Path,
         name: &str,
         resources: &BTreeMap<String, LocalResource>,
         memory_kb: Option<u64>,
+        run_as: Option<(u32, u32)>,
+        groups: Vec<u32>,
     ) -> Self {
         let mut binds = vec![Bind::ro(exe)];
         for r in resources.values() {
@@ -97,8 +100,8 @@ impl Containment {
                 unit: name.to_owned(),
                 memory_bytes: Some(memory),
                 pids_max: coupler_runtime::isolation::DEFAULT_PIDS_MAX,
-                run_as: None,
-                groups: Vec::new(),
+                run_as,
+                groups,
                 binds,
                 sysfs: false,
                 workdir: PathBuf::from("/tmp"),
@@ -665,7 +668,15 @@ mod tests {
                 },
             ),
         ]);
-        let c = Containment::new(Path::new("/usr/bin/coupler"), "X", &resources, Some(8));
+        let c = Containment::new(
+            Path::new("/usr/bin/coupler"),
+            "X",
+            &resources,
+            Some(8),
+            Some((1000, 1000)),
+            vec![20],
+        );
+        assert_eq!(c.spec.run_as, Some((1000, 1000)));
         assert_eq!(c.spec.memory_bytes, Some(8192 + PROCESS_ALLOWANCE_BYTES));
         assert_eq!(c.spec.binds.len(), 3);
         assert!(
@@ -680,7 +691,14 @@ mod tests {
                 .iter()
                 .any(|b| b.target == Path::new("/host_proc") && !b.writable)
         );
-        let c = Containment::new(Path::new("/usr/bin/coupler"), "X", &BTreeMap::new(), None);
+        let c = Containment::new(
+            Path::new("/usr/bin/coupler"),
+            "X",
+            &BTreeMap::new(),
+            None,
+            None,
+            Vec::new(),
+        );
         assert_eq!(c.spec.memory_bytes, Some(DEFAULT_MEMORY_BYTES));
     }
 }

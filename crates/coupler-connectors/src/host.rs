@@ -59,6 +59,8 @@ struct Setup {
     resources: BTreeMap<String, LocalResource>,
     core_thing: String,
     loggers: Vec<api::Logger>,
+    /// Its container (identity, groups, binds, memory), if it runs in one.
+    containment: Option<Containment>,
 }
 
 /// One running connector's counters, for `/metrics`.
@@ -207,21 +209,20 @@ impl Host {
                 format!("connector {}: {m}", c.id),
             )
         })?;
-        let setup = Setup {
-            spec: c.clone(),
-            resources: resources.clone(),
-            core_thing: group.core.thing.thing_name().to_owned(),
-            loggers: group.loggers.clone(),
-        };
         let log = Arc::new(SystemLog::at(
             self.config.log_dir.join(format!("{}.log", kind.name)),
         ));
         // Connectors are Lambda functions to Greengrass's logger definition.
         log.configure_for(&group.loggers, api::LoggerComponent::Lambda);
-        let containment = exe.map(|exe| {
-            let memory_kb = c.parameters.get("MemorySize").and_then(|m| m.parse().ok());
-            Containment::new(exe, kind.name, &resources, memory_kb)
-        });
+        let containment = exe
+            .map(|exe| containment(exe, kind.name, c, group, &resources))
+            .transpose()
+            .map_err(|m| {
+                (
+                    "ConnectorStartFailed".into(),
+                    format!("connector {}: {m}", c.id),
+                )
+            })?;
         let parts = Parts {
             id: c.id.clone(),
             name: kind.name,
@@ -242,6 +243,13 @@ impl Host {
                 format!("connector {} ({name} version {version}): {m}", c.id),
             )
         })?;
+        let setup = Setup {
+            spec: c.clone(),
+            resources: ctx.resources().clone(),
+            core_thing: group.core.thing.thing_name().to_owned(),
+            loggers: group.loggers.clone(),
+            containment: containment.clone(),
+        };
         Ok(Unit {
             kind,
             ctx,
@@ -250,6 +258,58 @@ impl Host {
             setup,
         })
     }
+}
+
+/// How connector `c` is contained: as the group's default identity (RunAs of its function
+/// definition's DefaultConfig, checked by validation; the core's user without one), with
+/// the groups its resources' GroupOwnerSetting add, and its MemorySize parameter.
+fn containment(
+    exe: &std::path::Path,
+    name: &str,
+    c: &ConnectorSpec,
+    group: &ValidatedGroup,
+    resources: &BTreeMap<String, LocalResource>,
+) -> Result<Containment, String> {
+    let run_as = match group.default_run_as {
+        None => None,
+        Some(r) => {
+            let id = |v: Option<i64>| {
+                u32::try_from(v.unwrap_or(0)).map_err(|_| format!("the group's RunAs id {v:?}"))
+            };
+            Some((id(r.uid)?, id(r.gid)?))
+        }
+    };
+    let mut groups = Vec::new();
+    for (param, value) in &c.parameters {
+        if !param.ends_with("-ResourceId") {
+            continue;
+        }
+        let Some(r) = group.resources.iter().find(|r| &r.id == value) else {
+            continue;
+        };
+        let data = &r.resource_data_container;
+        let (source, owner) = if let Some(d) = &data.local_device_resource_data {
+            (&d.source_path, &d.group_owner_setting)
+        } else if let Some(v) = &data.local_volume_resource_data {
+            (&v.source_path, &v.group_owner_setting)
+        } else {
+            continue;
+        };
+        if let Some(source) = source
+            && let Some(gid) = coupler_runtime::isolation::group_owner(
+                owner.as_ref(),
+                std::path::Path::new(source),
+            )?
+        {
+            groups.push(gid);
+        }
+    }
+    groups.sort_unstable();
+    groups.dedup();
+    let memory_kb = c.parameters.get("MemorySize").and_then(|m| m.parse().ok());
+    Ok(Containment::new(
+        exe, name, resources, memory_kb, run_as, groups,
+    ))
 }
 
 /// A built connector: its kind (to build it again after a crash), context, instance, and

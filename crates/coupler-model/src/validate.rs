@@ -119,6 +119,9 @@ pub struct ValidatedGroup {
     pub resources: Vec<Resource>,
     pub routes: Vec<Route>,
     pub loggers: Vec<Logger>,
+    /// The group's default identity (`DefaultConfig.Execution.RunAs` of its function
+    /// definition), which its connectors run as too; checked like a function's.
+    pub default_run_as: Option<api::FunctionRunAsConfig>,
 }
 
 impl ValidatedGroup {
@@ -296,13 +299,15 @@ pub fn validate_with(
     let devices = check_devices(&mut ck, bundle, core.as_ref());
     let resources = check_resources(&mut ck, bundle);
     let functions = check_functions(&mut ck, bundle, &resources);
-    let group_default = bundle
+    let default_exec = bundle
         .function_definition_version
         .as_ref()
         .and_then(|f| f.default_config.as_ref())
-        .and_then(|d| d.execution.as_ref())
+        .and_then(|d| d.execution.as_ref());
+    let group_default = default_exec
         .and_then(|e| e.isolation_mode)
         .unwrap_or(IsolationMode::GreengrassContainer);
+    let default_run_as = default_exec.and_then(|e| e.run_as);
     let connectors = check_connectors(&mut ck, bundle, &resources, group_default);
     let routes = check_subscriptions(&mut ck, bundle, &devices, &functions, &connectors);
     check_loggers(&mut ck, bundle);
@@ -320,6 +325,7 @@ pub fn validate_with(
                 .as_ref()
                 .map(|l| items(&l.loggers).to_vec())
                 .unwrap_or_default(),
+            default_run_as,
         }),
         _ => Err(ck.problems),
     }

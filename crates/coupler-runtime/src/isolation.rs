@@ -75,6 +75,34 @@ impl Bind {
     }
 }
 
+/// The group a resource's `GroupOwnerSetting` adds to the unit: the Linux group that owns
+/// `source` (AutoAddGroupOwner), or the group named by GroupOwner.
+pub fn group_owner(
+    setting: Option<&coupler_model::api::GroupOwnerSetting>,
+    source: &Path,
+) -> Result<Option<u32>, String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(setting) = setting else {
+        return Ok(None);
+    };
+    if setting.auto_add_group_owner == Some(true) {
+        let meta = fs::metadata(source).map_err(|e| format!("{}: {e}", source.display()))?;
+        return Ok(Some(meta.gid()));
+    }
+    let Some(name) = setting.group_owner.as_deref().filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    let groups = fs::read_to_string("/etc/group").unwrap_or_default();
+    groups
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next() == Some(name)).then(|| f.nth(1)?.parse().ok())?
+        })
+        .map(Some)
+        .ok_or_else(|| format!("GroupOwner {name:?} is not a group of this core"))
+}
+
 /// Why container mode cannot work here, if it cannot: a sentence a user can act on.
 pub fn probe() -> Result<(), String> {
     // SAFETY: getuid has no preconditions.

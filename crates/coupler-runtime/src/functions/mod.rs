@@ -1048,7 +1048,7 @@ fn sandbox_spec(
                 r.id
             ));
         }
-        if let Some(gid) = group_owner(owner.as_ref(), Path::new(&source))? {
+        if let Some(gid) = crate::isolation::group_owner(owner.as_ref(), Path::new(&source))? {
             groups.push(gid);
         }
         binds.push(Bind {
@@ -1072,34 +1072,6 @@ fn sandbox_spec(
         sysfs: env.and_then(|e| e.access_sysfs).unwrap_or(false),
         workdir: code_dir.to_owned(),
     })
-}
-
-/// The group a resource's `GroupOwnerSetting` adds to the unit: the Linux group that owns
-/// `source` (AutoAddGroupOwner), or the group named by GroupOwner.
-fn group_owner(
-    setting: Option<&api::GroupOwnerSetting>,
-    source: &Path,
-) -> Result<Option<u32>, String> {
-    use std::os::unix::fs::MetadataExt as _;
-    let Some(setting) = setting else {
-        return Ok(None);
-    };
-    if setting.auto_add_group_owner == Some(true) {
-        let meta = std::fs::metadata(source).map_err(|e| format!("{}: {e}", source.display()))?;
-        return Ok(Some(meta.gid()));
-    }
-    let Some(name) = setting.group_owner.as_deref().filter(|n| !n.is_empty()) else {
-        return Ok(None);
-    };
-    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    groups
-        .lines()
-        .find_map(|l| {
-            let mut f = l.split(':');
-            (f.next() == Some(name)).then(|| f.nth(1)?.parse().ok())?
-        })
-        .map(Some)
-        .ok_or_else(|| format!("GroupOwner {name:?} is not a group of this core"))
 }
 
 /// The Python installation that runs contained workers: its real executable (not a shim),
