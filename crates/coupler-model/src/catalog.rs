@@ -194,6 +194,35 @@ impl Pattern {
     }
 }
 
+/// `pattern` with Java's meaning of `\d`, `\w` and `\s` (and their negations): ASCII
+/// only, as AWS checks its documented patterns. The regex crate's are Unicode classes, which
+/// would also accept other scripts' digits and letters, and each costs hundreds of KB of
+/// automaton once compiled.
+fn java_classes(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('d') => out.push_str("[0-9]"),
+            Some('D') => out.push_str("[^0-9]"),
+            Some('w') => out.push_str("[0-9A-Za-z_]"),
+            Some('W') => out.push_str("[^0-9A-Za-z_]"),
+            Some('s') => out.push_str("[\\t\\n\\x0B\\f\\r ]"),
+            Some('S') => out.push_str("[^\\t\\n\\x0B\\f\\r ]"),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
 /// A pattern that compiled when the catalog was loaded compiles again; should it not, no
 /// value matches rather than the core stopping.
 fn unreachable_pattern() -> Regex {
@@ -260,7 +289,9 @@ pub struct Catalog {
 static CATALOG: LazyLock<Catalog> = LazyLock::new(|| {
     // The file is compiled in and checked by tests, so failing here is a build defect.
     #[allow(clippy::expect_used)]
-    Catalog::from_yaml(CATALOG_YAML).expect("the built-in connector catalog is valid")
+    // Its patterns are not compiled here: tests compile every one (`from_yaml`), and doing
+    // it at each start cost a few ms and a heap peak of a few MB that stayed resident.
+    Catalog::load(CATALOG_YAML, false).expect("the built-in connector catalog is valid")
 });
 
 impl Catalog {
@@ -269,7 +300,12 @@ impl Catalog {
         &CATALOG
     }
 
+    /// Parse a catalog and check it, every pattern included.
     pub fn from_yaml(text: &str) -> Result<Catalog, CatalogError> {
+        Self::load(text, true)
+    }
+
+    fn load(text: &str, compile_patterns: bool) -> Result<Catalog, CatalogError> {
         let file: CatalogFile = serde_norway::from_str(text)?;
         let mut versions = BTreeMap::new();
         for c in &file.connectors {
@@ -278,14 +314,16 @@ impl Catalog {
                 let pattern = match &p.pattern {
                     None => None,
                     Some(pat) => {
-                        let source = format!("^(?:{pat})");
-                        // Checked now so that a bad catalog fails to load; kept only as text.
-                        Regex::new(&source).map_err(|error| CatalogError::Pattern {
-                            connector: c.name.clone(),
-                            param: p.name.clone(),
-                            pattern: pat.clone(),
-                            error,
-                        })?;
+                        let source = format!("^(?:{})", java_classes(pat));
+                        // Checked so that a bad catalog fails to load; kept only as text.
+                        if compile_patterns {
+                            Regex::new(&source).map_err(|error| CatalogError::Pattern {
+                                connector: c.name.clone(),
+                                param: p.name.clone(),
+                                pattern: pat.clone(),
+                                error,
+                            })?;
+                        }
                         Some(Arc::new(Pattern {
                             source,
                             compiled: OnceLock::new(),
@@ -428,4 +466,24 @@ pub fn check_value(param: &Parameter, value: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::java_classes;
+
+    #[test]
+    fn classes_are_ascii_as_in_java() {
+        assert_eq!(
+            java_classes(r"\d{12}:[\w.-]+\\d\S"),
+            r"[0-9]{12}:[[0-9A-Za-z_].-]+\\d[^\t\n\x0B\f\r ]"
+        );
+        let digits = regex::Regex::new(&format!("^(?:{})$", java_classes(r"\d+"))).unwrap();
+        assert!(digits.is_match("0123456789"));
+        // Arabic-Indic digits are `\d` to the regex crate, not to Java (nor to AWS).
+        assert!(!digits.is_match("١٢٣"));
+        let word = regex::Regex::new(&format!("^(?:{})$", java_classes(r"[\w-]+"))).unwrap();
+        assert!(word.is_match("Ab_9-"));
+        assert!(!word.is_match("é"));
+    }
 }
