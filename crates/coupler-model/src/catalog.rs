@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock, OnceLock};
 
-use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use crate::api::IsolationMode;
@@ -183,21 +182,37 @@ pub struct Parameter {
 struct Pattern {
     /// `^(?:PATTERN)`, known to compile.
     source: String,
-    compiled: OnceLock<Regex>,
+    compiled: OnceLock<Matcher>,
 }
+
+/// A compiled pattern that only answers whether a value matches.
+type Matcher = regex_automata::meta::Regex;
 
 impl Pattern {
     fn is_match(&self, value: &str) -> bool {
         self.compiled
-            .get_or_init(|| Regex::new(&self.source).unwrap_or_else(|_| unreachable_pattern()))
+            .get_or_init(|| matcher(&self.source).unwrap_or_else(|_| unreachable_pattern()))
             .is_match(value)
     }
 }
 
-/// `pattern` with Java's meaning of `\d`, `\w` and `\s` (and their negations): ASCII
-/// only, as AWS checks its documented patterns. The regex crate's are Unicode classes, which
-/// would also accept other scripts' digits and letters, and each costs hundreds of KB of
-/// automaton once compiled.
+/// `source` compiled for matching only: no capture groups and no one-pass DFA, which exists
+/// to report captures.
+fn matcher(source: &str) -> Result<Matcher, Box<regex_automata::meta::BuildError>> {
+    Matcher::builder()
+        .configure(
+            Matcher::config()
+                .which_captures(regex_automata::nfa::thompson::WhichCaptures::None)
+                .onepass(false),
+        )
+        .build(source)
+        .map_err(Box::new)
+}
+
+/// `pattern` with the meaning of `\d`, `\w` and `\s` (and their negations) that Java and
+/// the console's JavaScript give them, where AWS checked the documented patterns: ASCII. The
+/// regex crate's are Unicode classes, which would also accept other scripts' digits and
+/// letters, and whose automata cost hundreds of KB of heap per pattern.
 fn java_classes(pattern: &str) -> String {
     let mut out = String::with_capacity(pattern.len() + 16);
     let mut chars = pattern.chars();
@@ -225,8 +240,8 @@ fn java_classes(pattern: &str) -> String {
 
 /// A pattern that compiled when the catalog was loaded compiles again; should it not, no
 /// value matches rather than the core stopping.
-fn unreachable_pattern() -> Regex {
-    Regex::new("[^\\s\\S]").unwrap_or_else(|_| unreachable!("a constant pattern"))
+fn unreachable_pattern() -> Matcher {
+    matcher("[^\\s\\S]").unwrap_or_else(|_| unreachable!("a constant pattern"))
 }
 
 /// One version of one connector, resolved: only what applies to this version.
@@ -266,7 +281,7 @@ pub enum CatalogError {
         connector: String,
         param: String,
         pattern: String,
-        error: regex::Error,
+        error: Box<regex_automata::meta::BuildError>,
     },
     #[error("{connector}: topic {topic:?}: {error}")]
     Topic {
@@ -317,7 +332,7 @@ impl Catalog {
                         let source = format!("^(?:{})", java_classes(pat));
                         // Checked so that a bad catalog fails to load; kept only as text.
                         if compile_patterns {
-                            Regex::new(&source).map_err(|error| CatalogError::Pattern {
+                            matcher(&source).map_err(|error| CatalogError::Pattern {
                                 connector: c.name.clone(),
                                 param: p.name.clone(),
                                 pattern: pat.clone(),
@@ -468,9 +483,10 @@ pub fn check_value(param: &Parameter, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+
 #[cfg(test)]
 mod tests {
-    use super::java_classes;
+    use super::{java_classes, matcher};
 
     #[test]
     fn classes_are_ascii_as_in_java() {
@@ -478,12 +494,14 @@ mod tests {
             java_classes(r"\d{12}:[\w.-]+\\d\S"),
             r"[0-9]{12}:[[0-9A-Za-z_].-]+\\d[^\t\n\x0B\f\r ]"
         );
-        let digits = regex::Regex::new(&format!("^(?:{})$", java_classes(r"\d+"))).unwrap();
-        assert!(digits.is_match("0123456789"));
-        // Arabic-Indic digits are `\d` to the regex crate, not to Java (nor to AWS).
+        let digits = matcher(&format!("^(?:{})", java_classes(r"\d+"))).unwrap();
+        assert!(digits.is_match("0123x"));
+        assert!(!digits.is_match("x0123"));
+        // Arabic-Indic digits are `\d` to the regex crate, not to Java or JavaScript.
         assert!(!digits.is_match("١٢٣"));
-        let word = regex::Regex::new(&format!("^(?:{})$", java_classes(r"[\w-]+"))).unwrap();
+        let word = matcher(&format!("^(?:{})$", java_classes(r"[\w-]+"))).unwrap();
         assert!(word.is_match("Ab_9-"));
         assert!(!word.is_match("é"));
+        assert!(!super::unreachable_pattern().is_match(""));
     }
 }
