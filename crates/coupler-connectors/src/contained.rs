@@ -458,17 +458,7 @@ async fn run_once(ctx: &Context, how: &Containment) -> Result<Ended, ConnectorEr
     .await
     {
         Ok(s) => s,
-        Err(_) => {
-            // `sandbox-exec` ends its unit and removes its cgroups on SIGTERM.
-            coupler_runtime::isolation::terminate(pid);
-            match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = child.start_kill();
-                    child.wait().await
-                }
-            }
-        }
+        Err(_) => coupler_runtime::isolation::terminate(&mut child).await,
     };
     let _ = errors.await;
     if let Some(msg) = in_flight {

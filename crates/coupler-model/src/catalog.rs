@@ -483,7 +483,6 @@ pub fn check_value(param: &Parameter, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::{java_classes, matcher};

@@ -305,11 +305,19 @@ extern "C" fn on_term(_: libc::c_int) {
     }
 }
 
-/// Ask a `sandbox-exec` process to end its unit and clean up (SIGTERM).
-pub fn terminate(pid: u32) {
-    if let Ok(pid) = libc::pid_t::try_from(pid) {
+/// End a `sandbox-exec` process: SIGTERM, on which it ends its unit and removes its
+/// cgroups; SIGKILL if it has not exited within 2 s. Its exit status.
+pub async fn terminate(child: &mut tokio::process::Child) -> io::Result<std::process::ExitStatus> {
+    if let Some(pid) = child.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
         // SAFETY: plain syscall.
         unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    match tokio::time::timeout(std::time::Duration::from_secs(2), child.wait()).await {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = child.start_kill();
+            child.wait().await
+        }
     }
 }
 

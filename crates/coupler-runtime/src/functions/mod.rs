@@ -501,14 +501,7 @@ impl Shared {
                 // A contained worker's `sandbox-exec` ends its unit and removes its
                 // cgroups on SIGTERM; SIGKILL is the fallback.
                 if f.sandbox.is_some() {
-                    crate::isolation::terminate(pid);
-                    match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
-                        Ok(s) => s,
-                        Err(_) => {
-                            let _ = child.start_kill();
-                            child.wait().await
-                        }
-                    }
+                    crate::isolation::terminate(&mut child).await
                 } else {
                     let _ = child.start_kill();
                     child.wait().await
