@@ -254,29 +254,30 @@ fn line<T: Serialize>(frame: &T) -> Vec<u8> {
 
 /// The next frame; `None` at the end of the stream. A frame that is too long or not JSON
 /// ends the conversation: the other side is broken.
+///
+/// Cancel-safe (it waits in `select!`): `buf` keeps what a cancelled call had read of a
+/// frame (`read_until` moves it there), and the next call goes on from it.
 async fn next_frame<T: for<'de> Deserialize<'de>>(
     reader: &mut (impl AsyncBufRead + Unpin),
     buf: &mut Vec<u8>,
 ) -> Result<Option<T>, String> {
-    buf.clear();
-    let n = reader
-        .take(MAX_FRAME)
+    let room = MAX_FRAME.saturating_sub(buf.len() as u64);
+    let read = reader
+        .take(room)
         .read_until(b'\n', buf)
         .await
-        .map_err(|e| e.to_string())?;
-    if n == 0 {
-        return Ok(None);
-    }
-    if buf.last() != Some(&b'\n') {
-        return Err(if n as u64 >= MAX_FRAME {
-            format!("a frame over {MAX_FRAME} bytes")
-        } else {
-            "a frame cut short".into()
-        });
-    }
-    serde_json::from_slice(buf)
-        .map(Some)
-        .map_err(|e| format!("a bad frame: {e}"))
+        .map_err(|e| e.to_string());
+    let frame = match read {
+        Err(e) => Err(e),
+        Ok(_) if buf.last() == Some(&b'\n') => serde_json::from_slice(buf)
+            .map(Some)
+            .map_err(|e| format!("a bad frame: {e}")),
+        Ok(0) if buf.is_empty() => Ok(None),
+        Ok(_) if buf.len() as u64 >= MAX_FRAME => Err(format!("a frame over {MAX_FRAME} bytes")),
+        Ok(_) => Err("a frame cut short".into()),
+    };
+    buf.clear();
+    frame
 }
 
 /// The entity a message's source string names (as `Entity` displays it).
@@ -639,6 +640,32 @@ mod tests {
         ));
         let mut r = tokio::io::BufReader::new(&b""[..]);
         assert!(matches!(next_frame::<Up>(&mut r, &mut buf).await, Ok(None)));
+        let mut r = tokio::io::BufReader::new(&b"\"want\""[..]);
+        assert!(next_frame::<Up>(&mut r, &mut buf).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_frame_read_in_pieces_survives_a_cancelled_call() {
+        let (mut tx, rx) = tokio::io::duplex(64);
+        let mut r = tokio::io::BufReader::new(rx);
+        let mut buf = Vec::new();
+        tx.write_all(b"{\"publish\": {\"topic\": \"a/b\", ")
+            .await
+            .unwrap();
+        // Another branch of a select! wins meanwhile: this call is dropped half-way.
+        let cancelled = tokio::time::timeout(
+            Duration::from_millis(20),
+            next_frame::<Up>(&mut r, &mut buf),
+        )
+        .await;
+        assert!(cancelled.is_err());
+        tx.write_all(b"\"payload\": \"eA==\"}}\n").await.unwrap();
+        match next_frame::<Up>(&mut r, &mut buf).await {
+            Ok(Some(Up::Publish { topic, payload })) => {
+                assert_eq!((topic.as_str(), payload.as_str()), ("a/b", "eA=="));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
