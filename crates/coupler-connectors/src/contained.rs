@@ -24,11 +24,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use coupler_model::{Entity, SecretValue, TopicName};
+use coupler_model::{Entity, TopicName};
 use coupler_router::{InboxConfig, Message, WhenFull};
 use coupler_runtime::isolation::{Bind, SandboxSpec};
 use coupler_runtime::logs::SystemLog;
-use coupler_runtime::secrets::FetchedSecret;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_util::sync::CancellationToken;
@@ -143,105 +142,83 @@ struct Setup {
     version: u32,
     arn: String,
     parameters: BTreeMap<String, String>,
-    resources: BTreeMap<String, WireResource>,
+    resources: BTreeMap<String, LocalResource>,
     core_thing: String,
     region: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum WireResource {
-    Device {
-        source_path: PathBuf,
-    },
-    Volume {
-        source_path: PathBuf,
-        destination_path: PathBuf,
-    },
-    Secret {
+/// How a secret resource goes down the pipe: its values (binary ones in base64). Only a
+/// contained connector's setup carries one, and only its own.
+pub(crate) mod secret_wire {
+    use std::collections::BTreeMap;
+
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use coupler_model::SecretValue;
+    use coupler_runtime::secrets::FetchedSecret;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Wire {
         arn: String,
-        current: WireSecret,
-        staged: BTreeMap<String, WireSecret>,
-    },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum WireSecret {
-    String(String),
-    Binary(String),
-}
-
-impl From<&SecretValue> for WireSecret {
-    fn from(v: &SecretValue) -> Self {
-        match v {
-            SecretValue::String(s) => Self::String(s.clone()),
-            SecretValue::Binary(b) => Self::Binary(B64.encode(b)),
-        }
+        current: Value,
+        staged: BTreeMap<String, Value>,
     }
-}
 
-impl WireSecret {
-    fn value(self) -> Result<SecretValue, String> {
-        Ok(match self {
-            Self::String(s) => SecretValue::String(s),
-            Self::Binary(b) => {
-                SecretValue::Binary(B64.decode(b).map_err(|e| format!("a binary secret: {e}"))?)
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Value {
+        String(String),
+        Binary(String),
+    }
+
+    impl From<&SecretValue> for Value {
+        fn from(v: &SecretValue) -> Self {
+            match v {
+                SecretValue::String(s) => Self::String(s.clone()),
+                SecretValue::Binary(b) => Self::Binary(B64.encode(b)),
             }
-        })
-    }
-}
-
-impl From<&LocalResource> for WireResource {
-    fn from(r: &LocalResource) -> Self {
-        match r {
-            LocalResource::Device { source_path } => Self::Device {
-                source_path: source_path.clone(),
-            },
-            LocalResource::Volume {
-                source_path,
-                destination_path,
-            } => Self::Volume {
-                source_path: source_path.clone(),
-                destination_path: destination_path.clone(),
-            },
-            LocalResource::Secret(s) => Self::Secret {
-                arn: s.arn.clone(),
-                current: (&s.current).into(),
-                staged: s
-                    .staged
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.into()))
-                    .collect(),
-            },
         }
     }
-}
 
-impl WireResource {
-    fn resource(self) -> Result<LocalResource, String> {
-        Ok(match self {
-            Self::Device { source_path } => LocalResource::Device { source_path },
-            Self::Volume {
-                source_path,
-                destination_path,
-            } => LocalResource::Volume {
-                source_path,
-                destination_path,
-            },
-            Self::Secret {
-                arn,
-                current,
-                staged,
-            } => LocalResource::Secret(FetchedSecret {
-                arn,
-                current: current.value()?,
-                staged: staged
+    impl Value {
+        fn value(self) -> Result<SecretValue, String> {
+            Ok(match self {
+                Self::String(s) => SecretValue::String(s),
+                Self::Binary(b) => {
+                    SecretValue::Binary(B64.decode(b).map_err(|e| format!("a binary secret: {e}"))?)
+                }
+            })
+        }
+    }
+
+    pub fn serialize<S: Serializer>(s: &FetchedSecret, out: S) -> Result<S::Ok, S::Error> {
+        Wire {
+            arn: s.arn.clone(),
+            current: (&s.current).into(),
+            staged: s
+                .staged
+                .iter()
+                .map(|(k, v)| (k.clone(), v.into()))
+                .collect(),
+        }
+        .serialize(out)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<FetchedSecret, D::Error> {
+        let w = Wire::deserialize(input)?;
+        let fetched = (|| {
+            Ok::<_, String>(FetchedSecret {
+                arn: w.arn,
+                current: w.current.value()?,
+                staged: w
+                    .staged
                     .into_iter()
                     .map(|(k, v)| Ok((k, v.value()?)))
                     .collect::<Result<_, String>>()?,
-            }),
-        })
+            })
+        })();
+        fetched.map_err(serde::de::Error::custom)
     }
 }
 
@@ -480,11 +457,7 @@ fn setup(ctx: &Context) -> Setup {
         version: ctx.version(),
         arn: ctx.entity().to_string(),
         parameters: ctx.parameters().clone(),
-        resources: ctx
-            .resources()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.into()))
-            .collect(),
+        resources: ctx.resources().clone(),
         core_thing: ctx.core_thing().to_owned(),
         region: ctx.region().to_owned(),
     }
@@ -527,11 +500,7 @@ async fn serve() -> Result<(), String> {
         version: setup.version,
         entity: Entity::connector(&setup.arn),
         parameters: setup.parameters,
-        resources: setup
-            .resources
-            .into_iter()
-            .map(|(k, v)| Ok((k, v.resource()?)))
-            .collect::<Result<_, String>>()?,
+        resources: setup.resources,
         core_thing: setup.core_thing,
         region: setup.region,
         log: Arc::new(SystemLog::to_stderr()),
@@ -599,6 +568,8 @@ async fn serve() -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use coupler_model::SecretValue;
+    use coupler_runtime::secrets::FetchedSecret;
 
     #[test]
     fn sources_survive_the_pipe() {
@@ -620,9 +591,8 @@ mod tests {
             current: SecretValue::Binary(vec![0, 159, 255]),
             staged: BTreeMap::from([("old".into(), SecretValue::String("x".into()))]),
         });
-        let wire: WireResource =
-            serde_json::from_slice(&serde_json::to_vec(&WireResource::from(&r)).unwrap()).unwrap();
-        assert_eq!(wire.resource().unwrap(), r);
+        let back: LocalResource = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
     }
 
     #[tokio::test]

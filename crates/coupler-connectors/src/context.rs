@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Level;
 
 /// A local resource of the group, as a connector's `*-ResourceId` parameter names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serialized only into a contained connector's setup (see `contained`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LocalResource {
     /// A device file (`LocalDeviceResourceData`).
     Device { source_path: PathBuf },
@@ -28,7 +30,7 @@ pub enum LocalResource {
     },
     /// A secret (`SecretsManagerSecretResourceData`), resolved at deployment: its
     /// `AWSCURRENT` value and those of its `AdditionalStagingLabelsToDownload`.
-    Secret(FetchedSecret),
+    Secret(#[serde(with = "crate::contained::secret_wire")] FetchedSecret),
 }
 
 /// Where a connector's messages go: the router, or the channel of a detached context.
