@@ -185,63 +185,25 @@ struct Pattern {
     compiled: OnceLock<Matcher>,
 }
 
-/// A compiled pattern that only answers whether a value matches.
-type Matcher = regex_automata::meta::Regex;
+/// A compiled pattern. The regex-lite engine gives `\d`, `\w` and `\s` (and their
+/// negations) the meaning Java and the console's JavaScript give them, where AWS checked the
+/// documented patterns: ASCII. (The regex crate's are Unicode classes, which would also
+/// accept other scripts' digits and letters, and whose automata cost hundreds of KB of heap
+/// per pattern; the patterns are short and checked at deployment, where speed is moot.)
+type Matcher = regex_lite::Regex;
 
 impl Pattern {
     fn is_match(&self, value: &str) -> bool {
         self.compiled
-            .get_or_init(|| matcher(&self.source).unwrap_or_else(|_| unreachable_pattern()))
+            .get_or_init(|| Matcher::new(&self.source).unwrap_or_else(|_| unreachable_pattern()))
             .is_match(value)
     }
-}
-
-/// `source` compiled for matching only: no capture groups and no one-pass DFA, which exists
-/// to report captures.
-fn matcher(source: &str) -> Result<Matcher, Box<regex_automata::meta::BuildError>> {
-    Matcher::builder()
-        .configure(
-            Matcher::config()
-                .which_captures(regex_automata::nfa::thompson::WhichCaptures::None)
-                .onepass(false),
-        )
-        .build(source)
-        .map_err(Box::new)
-}
-
-/// `pattern` with the meaning of `\d`, `\w` and `\s` (and their negations) that Java and
-/// the console's JavaScript give them, where AWS checked the documented patterns: ASCII. The
-/// regex crate's are Unicode classes, which would also accept other scripts' digits and
-/// letters, and whose automata cost hundreds of KB of heap per pattern.
-fn java_classes(pattern: &str) -> String {
-    let mut out = String::with_capacity(pattern.len() + 16);
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('d') => out.push_str("[0-9]"),
-            Some('D') => out.push_str("[^0-9]"),
-            Some('w') => out.push_str("[0-9A-Za-z_]"),
-            Some('W') => out.push_str("[^0-9A-Za-z_]"),
-            Some('s') => out.push_str("[\\t\\n\\x0B\\f\\r ]"),
-            Some('S') => out.push_str("[^\\t\\n\\x0B\\f\\r ]"),
-            Some(other) => {
-                out.push('\\');
-                out.push(other);
-            }
-            None => out.push('\\'),
-        }
-    }
-    out
 }
 
 /// A pattern that compiled when the catalog was loaded compiles again; should it not, no
 /// value matches rather than the core stopping.
 fn unreachable_pattern() -> Matcher {
-    matcher("[^\\s\\S]").unwrap_or_else(|_| unreachable!("a constant pattern"))
+    Matcher::new("[^\\s\\S]").unwrap_or_else(|_| unreachable!("a constant pattern"))
 }
 
 /// One version of one connector, resolved: only what applies to this version.
@@ -281,7 +243,7 @@ pub enum CatalogError {
         connector: String,
         param: String,
         pattern: String,
-        error: Box<regex_automata::meta::BuildError>,
+        error: regex_lite::Error,
     },
     #[error("{connector}: topic {topic:?}: {error}")]
     Topic {
@@ -329,10 +291,10 @@ impl Catalog {
                 let pattern = match &p.pattern {
                     None => None,
                     Some(pat) => {
-                        let source = format!("^(?:{})", java_classes(pat));
+                        let source = format!("^(?:{pat})");
                         // Checked so that a bad catalog fails to load; kept only as text.
                         if compile_patterns {
-                            matcher(&source).map_err(|error| CatalogError::Pattern {
+                            Matcher::new(&source).map_err(|error| CatalogError::Pattern {
                                 connector: c.name.clone(),
                                 param: p.name.clone(),
                                 pattern: pat.clone(),
@@ -485,22 +447,21 @@ pub fn check_value(param: &Parameter, value: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{java_classes, matcher};
+    use super::Matcher;
 
     #[test]
     fn classes_are_ascii_as_in_java() {
-        assert_eq!(
-            java_classes(r"\d{12}:[\w.-]+\\d\S"),
-            r"[0-9]{12}:[[0-9A-Za-z_].-]+\\d[^\t\n\x0B\f\r ]"
-        );
-        let digits = matcher(&format!("^(?:{})", java_classes(r"\d+"))).unwrap();
+        let digits = Matcher::new(r"^(?:\d+)").unwrap();
         assert!(digits.is_match("0123x"));
         assert!(!digits.is_match("x0123"));
         // Arabic-Indic digits are `\d` to the regex crate, not to Java or JavaScript.
         assert!(!digits.is_match("١٢٣"));
-        let word = matcher(&format!("^(?:{})$", java_classes(r"[\w-]+"))).unwrap();
+        let word = Matcher::new(r"^(?:[\w-]+)$").unwrap();
         assert!(word.is_match("Ab_9-"));
         assert!(!word.is_match("é"));
+        let space = Matcher::new(r"^\s$").unwrap();
+        assert!(space.is_match("\x0B"));
+        assert!(!space.is_match("\u{a0}"));
         assert!(!super::unreachable_pattern().is_match(""));
     }
 }

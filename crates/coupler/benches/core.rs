@@ -291,6 +291,14 @@ fn main() {
     if std::env::var_os("COUPLER_BENCH_SMAPS").is_some() {
         print_mappings(pid);
     }
+    // `COUPLER_BENCH_HOLD=FILE`: the core's pid goes to FILE, and the core runs on until FILE
+    // is removed, for a look at its pages from outside.
+    if let Some(f) = std::env::var_os("COUPLER_BENCH_HOLD") {
+        std::fs::write(&f, pid.to_string()).unwrap();
+        while std::path::Path::new(&f).exists() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
     drop(child);
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;

@@ -173,15 +173,28 @@ pub fn init_logging(data_dir: &Path) -> Arc<SystemLog> {
     let terminal = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        );
+        .with_filter(terminal_filter());
     tracing_subscriber::registry()
         .with(terminal)
         .with(LogLayer(system_log.clone()))
         .init();
     system_log
+}
+
+/// `RUST_LOG` as `LEVEL` or `TARGET=LEVEL` items separated by commas (`info` when unset or
+/// unreadable, with a warning for the latter).
+fn terminal_filter() -> tracing_subscriber::filter::Targets {
+    let default = tracing_subscriber::filter::Targets::new()
+        .with_default(tracing_subscriber::filter::LevelFilter::INFO);
+    match std::env::var("RUST_LOG") {
+        Err(_) => default,
+        Ok(text) => text.parse().unwrap_or_else(|e| {
+            eprintln!(
+                "warning: RUST_LOG={text:?} is not LEVEL or TARGET=LEVEL,...: {e}; using info"
+            );
+            default
+        }),
+    }
 }
 
 /// Run a server to its end on a multi-threaded runtime; its error is printed.
