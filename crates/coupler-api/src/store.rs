@@ -7,7 +7,8 @@
 //! PostgreSQL implementation for fleets can implement the same four methods.
 
 use std::path::Path;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -90,8 +91,24 @@ pub trait Store: Send + Sync + 'static {
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
-    /// Tells the checkpoint thread of a write; dropping it ends that thread.
-    wrote: Option<SyncSender<()>>,
+    /// Absent for a store in memory.
+    checkpoints: Option<Checkpoints>,
+}
+
+/// What a write tells the checkpoint thread.
+#[derive(Debug)]
+struct Checkpoints {
+    /// Wakes the thread at the first write after a checkpoint; dropping it ends the thread.
+    wake: SyncSender<()>,
+    activity: Arc<Activity>,
+}
+
+#[derive(Debug, Default)]
+struct Activity {
+    /// Commits so far: the thread sees whether they went on during a quiet period.
+    commits: AtomicU64,
+    /// Set by the first commit after a checkpoint, so that only that one wakes the thread.
+    pending: AtomicBool,
 }
 
 /// How long writes must pause before the log is checkpointed. This is also how soon after a
@@ -126,15 +143,16 @@ impl SqliteStore {
         conn.pragma_update(None, "wal_autocheckpoint", WAL_PAGES_MAX)?;
         conn.execute_batch(SCHEMA)?;
         let conn = Arc::new(Mutex::new(conn));
-        let (wrote, writes) = std::sync::mpsc::sync_channel(1);
-        let weak = Arc::downgrade(&conn);
+        let (wake, woken) = std::sync::mpsc::sync_channel(1);
+        let activity = Arc::new(Activity::default());
+        let (weak, seen) = (Arc::downgrade(&conn), activity.clone());
         std::thread::Builder::new()
             .name("store-checkpoint".into())
-            .spawn(move || checkpoint_when_quiet(&weak, &writes))
+            .spawn(move || checkpoint_when_quiet(&weak, &woken, &seen))
             .map_err(|e| StoreError::Backend(format!("starting the checkpoint thread: {e}")))?;
         Ok(Self {
             conn,
-            wrote: Some(wrote),
+            checkpoints: Some(Checkpoints { wake, activity }),
         })
     }
 
@@ -144,22 +162,26 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
-            wrote: None,
+            checkpoints: None,
         })
     }
 }
 
 /// The checkpoint thread: after each burst of writes, once they pause for [`QUIET`], move
-/// the log into the database and empty it. It ends with the store, checkpointing first.
-fn checkpoint_when_quiet(conn: &Weak<Mutex<Connection>>, writes: &Receiver<()>) {
-    while writes.recv().is_ok() {
-        let closing = loop {
-            match writes.recv_timeout(QUIET) {
-                Ok(()) => continue,
-                Err(RecvTimeoutError::Timeout) => break false,
-                Err(RecvTimeoutError::Disconnected) => break true,
+/// the log into the database and empty it. It ends with the store.
+fn checkpoint_when_quiet(conn: &Weak<Mutex<Connection>>, woken: &Receiver<()>, seen: &Activity) {
+    while woken.recv().is_ok() {
+        let mut commits = seen.commits.load(Ordering::Acquire);
+        loop {
+            std::thread::sleep(QUIET);
+            let now = seen.commits.load(Ordering::Acquire);
+            if now == commits {
+                break;
             }
-        };
+            commits = now;
+        }
+        // Cleared before the checkpoint: a commit from here on wakes the thread again.
+        seen.pending.store(false, Ordering::Release);
         let Some(conn) = conn.upgrade() else { return };
         let done = conn
             .lock()
@@ -168,9 +190,6 @@ fn checkpoint_when_quiet(conn: &Weak<Mutex<Connection>>, writes: &Receiver<()>) 
             // The log keeps the commits; the next quiet spell or SQLite's inline checkpoint
             // tries again.
             tracing::warn!(error = %e, "store checkpoint failed");
-        }
-        if closing {
-            return;
         }
     }
 }
@@ -257,9 +276,11 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         drop(conn);
-        if let Some(wrote) = &self.wrote {
-            // Full means the thread has yet to see an earlier write: nothing is lost.
-            if let Err(TrySendError::Disconnected(())) = wrote.try_send(()) {
+        if let Some(c) = &self.checkpoints {
+            c.activity.commits.fetch_add(1, Ordering::Release);
+            if !c.activity.pending.swap(true, Ordering::AcqRel)
+                && let Err(TrySendError::Disconnected(())) = c.wake.try_send(())
+            {
                 tracing::warn!("the store's checkpoint thread has ended");
             }
         }
