@@ -347,9 +347,12 @@ fn parse_definition(kind: DefinitionKind, body: &[u8], field: &str) -> ApiResult
             problems,
         ));
     }
-    bundle
-        .definition_json(kind)
-        .ok_or_else(|| ApiError::Internal("the parsed definition is missing".into()))
+    // Stored as sent: it has just parsed strictly (no unknown or duplicate fields), and
+    // checking JSON costs less than writing the parsed definition out again.
+    std::str::from_utf8(body)
+        .ok()
+        .and_then(|text| RawValue::from_string(text.to_owned()).ok())
+        .ok_or_else(|| ApiError::Internal("a parsed definition is not JSON text".into()))
 }
 
 fn invalid(code: &str, message: &str, problems: Vec<coupler_model::Problem>) -> ApiError {
