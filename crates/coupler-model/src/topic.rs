@@ -50,6 +50,47 @@ fn check_common(s: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
+/// Where the levels of a topic or filter end, found once when it is parsed, so that matching
+/// never searches for `/` and a filter needs no string per level.
+#[derive(Clone, Copy)]
+struct Spans {
+    /// End offset of each level; `count` of them are used.
+    ends: [u16; MAX_TOPIC_SLASHES + 1],
+    count: u8,
+}
+
+impl Spans {
+    /// The levels of `s`, which [`check_common`] has bounded to 256 bytes and 7 separators.
+    fn of(s: &str) -> Self {
+        let mut ends = [0u16; MAX_TOPIC_SLASHES + 1];
+        let mut count = 0;
+        for (i, b) in s.bytes().enumerate() {
+            if b == b'/' {
+                ends[count] = i as u16;
+                count += 1;
+            }
+        }
+        ends[count] = s.len() as u16;
+        Self {
+            ends,
+            count: count as u8 + 1,
+        }
+    }
+
+    fn count(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    fn span(&self, i: usize) -> (usize, usize) {
+        let start = if i == 0 {
+            0
+        } else {
+            usize::from(self.ends[i - 1]) + 1
+        };
+        (start, usize::from(self.ends[i]))
+    }
+}
+
 /// A concrete topic a message is published on: no wildcards, within the limits.
 ///
 /// Cheap to clone (a shared string), because every routed message carries one. The level
@@ -57,9 +98,7 @@ fn check_common(s: &str) -> Result<(), TopicError> {
 #[derive(Clone)]
 pub struct TopicName {
     text: Arc<str>,
-    /// End offset of each level; `count` of them are used.
-    ends: [u16; MAX_TOPIC_SLASHES + 1],
-    count: u8,
+    spans: Spans,
 }
 
 impl TopicName {
@@ -68,20 +107,9 @@ impl TopicName {
         if let Some(c) = s.chars().find(|c| *c == '+' || *c == '#') {
             return Err(TopicError::WildcardInName(c));
         }
-        let mut ends = [0u16; MAX_TOPIC_SLASHES + 1];
-        let mut count = 0;
-        // check_common bounds the length to 256 bytes and the separators to 7.
-        for (i, b) in s.bytes().enumerate() {
-            if b == b'/' {
-                ends[count] = i as u16;
-                count += 1;
-            }
-        }
-        ends[count] = s.len() as u16;
         Ok(Self {
             text: Arc::from(s),
-            ends,
-            count: count as u8 + 1,
+            spans: Spans::of(s),
         })
     }
 
@@ -96,29 +124,20 @@ impl TopicName {
 
     /// How many levels (separators + 1).
     pub fn level_count(&self) -> usize {
-        usize::from(self.count)
+        self.spans.count()
     }
 
     /// Level `i` (empty levels included); `i` must be below [`level_count`](Self::level_count).
     pub fn level(&self, i: usize) -> &str {
-        let (start, end) = self.level_span(i);
+        let (start, end) = self.spans.span(i);
         &self.text[start..end]
     }
 
     /// The bytes of level `i`: like [`level`](Self::level), without the UTF-8 boundary
     /// checks of string slicing (the router compares bytes).
     pub fn level_bytes(&self, i: usize) -> &[u8] {
-        let (start, end) = self.level_span(i);
+        let (start, end) = self.spans.span(i);
         &self.text.as_bytes()[start..end]
-    }
-
-    fn level_span(&self, i: usize) -> (usize, usize) {
-        let start = if i == 0 {
-            0
-        } else {
-            usize::from(self.ends[i - 1]) + 1
-        };
-        (start, usize::from(self.ends[i]))
     }
 
     /// The levels between `/` separators (empty levels included).
@@ -174,10 +193,10 @@ impl std::str::FromStr for TopicName {
 }
 
 /// One level of a topic filter.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum FilterLevel {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FilterLevel<'a> {
     /// Matches exactly this level.
-    Literal(String),
+    Literal(&'a str),
     /// `+`: any single level.
     Plus,
     /// `#`: this level and everything below, including the parent level itself.
@@ -185,30 +204,30 @@ pub enum FilterLevel {
 }
 
 /// A subscription subject: a topic that may contain `+` and a trailing `#`.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone)]
 pub struct TopicFilter {
-    raw: String,
-    levels: Vec<FilterLevel>,
+    raw: Box<str>,
+    spans: Spans,
 }
 
 impl TopicFilter {
     pub fn parse(s: &str) -> Result<Self, TopicError> {
         check_common(s)?;
-        let mut levels = Vec::new();
-        let mut parts = s.split('/').peekable();
-        while let Some(part) = parts.next() {
-            let level = match part {
-                "#" if parts.peek().is_none() => FilterLevel::Hash,
-                "+" => FilterLevel::Plus,
+        let spans = Spans::of(s);
+        for i in 0..spans.count() {
+            let (start, end) = spans.span(i);
+            let part = &s[start..end];
+            match part {
+                "#" if i + 1 == spans.count() => {}
+                "+" => {}
                 _ if part.contains('#') => return Err(TopicError::MisplacedHash),
                 _ if part.contains('+') => return Err(TopicError::MisplacedPlus),
-                _ => FilterLevel::Literal(part.to_owned()),
-            };
-            levels.push(level);
+                _ => {}
+            }
         }
         Ok(Self {
-            raw: s.to_owned(),
-            levels,
+            raw: s.into(),
+            spans,
         })
     }
 
@@ -216,15 +235,27 @@ impl TopicFilter {
         &self.raw
     }
 
-    pub fn levels(&self) -> &[FilterLevel] {
-        &self.levels
+    /// The levels, in order. (Parsing made sure `+` and `#` stand alone, and `#` last.)
+    pub fn levels(&self) -> impl ExactSizeIterator<Item = FilterLevel<'_>> + '_ {
+        (0..self.spans.count()).map(|i| self.level(i))
+    }
+
+    fn level(&self, i: usize) -> FilterLevel<'_> {
+        let (start, end) = self.spans.span(i);
+        match &self.raw[start..end] {
+            "+" => FilterLevel::Plus,
+            "#" => FilterLevel::Hash,
+            literal => FilterLevel::Literal(literal),
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<FilterLevel<'_>> {
+        (i < self.spans.count()).then(|| self.level(i))
     }
 
     /// True when the filter has no wildcard, i.e. it names exactly one topic.
     pub fn is_exact(&self) -> bool {
-        self.levels
-            .iter()
-            .all(|l| matches!(l, FilterLevel::Literal(_)))
+        self.levels().all(|l| matches!(l, FilterLevel::Literal(_)))
     }
 
     /// Whether a published topic matches this filter.
@@ -233,7 +264,7 @@ impl TopicFilter {
             return false;
         }
         let mut topic_levels = topic.levels();
-        for level in &self.levels {
+        for level in self.levels() {
             match level {
                 FilterLevel::Hash => return true,
                 FilterLevel::Plus => {
@@ -242,7 +273,7 @@ impl TopicFilter {
                     }
                 }
                 FilterLevel::Literal(lit) => {
-                    if topic_levels.next() != Some(lit.as_str()) {
+                    if topic_levels.next() != Some(lit) {
                         return false;
                     }
                 }
@@ -252,11 +283,11 @@ impl TopicFilter {
     }
 
     fn starts_with_wildcard(&self) -> bool {
-        !matches!(self.levels.first(), Some(FilterLevel::Literal(_)))
+        !matches!(self.level(0), FilterLevel::Literal(_))
     }
 
     fn starts_reserved(&self) -> bool {
-        matches!(self.levels.first(), Some(FilterLevel::Literal(l)) if l.starts_with('$'))
+        matches!(self.level(0), FilterLevel::Literal(l) if l.starts_with('$'))
     }
 
     /// Whether every topic this filter matches is also matched by `other`.
@@ -264,8 +295,8 @@ impl TopicFilter {
         if self.starts_reserved() && other.starts_with_wildcard() {
             return false;
         }
-        let (a, b) = (&self.levels, &other.levels);
-        for (i, level) in a.iter().enumerate() {
+        let (a, b) = (self, other);
+        for (i, level) in a.levels().enumerate() {
             match (level, b.get(i)) {
                 (_, Some(FilterLevel::Hash)) => return true,
                 (_, None) => return false,
@@ -281,7 +312,8 @@ impl TopicFilter {
             }
         }
         // `self` is used up: `other` may only go on with a `#`, which also matches its parent.
-        matches!(&b[a.len()..], [] | [FilterLevel::Hash])
+        let (a_len, b_len) = (a.spans.count(), b.spans.count());
+        b_len == a_len || (b_len == a_len + 1 && b.level(a_len) == FilterLevel::Hash)
     }
 
     /// Whether some topic matches both filters.
@@ -291,8 +323,8 @@ impl TopicFilter {
         {
             return false;
         }
-        let (a, b) = (&self.levels, &other.levels);
-        for i in 0..a.len().max(b.len()) {
+        let (a, b) = (self, other);
+        for i in 0..a.spans.count().max(b.spans.count()) {
             match (a.get(i), b.get(i)) {
                 (Some(FilterLevel::Hash), _) | (_, Some(FilterLevel::Hash)) => return true,
                 (Some(_), None) | (None, Some(_)) | (None, None) => return false,
@@ -305,6 +337,29 @@ impl TopicFilter {
             }
         }
         true
+    }
+}
+
+// A filter is its text: the levels follow from it.
+impl PartialEq for TopicFilter {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
+}
+impl Eq for TopicFilter {}
+impl std::hash::Hash for TopicFilter {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.raw.hash(state);
+    }
+}
+impl PartialOrd for TopicFilter {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for TopicFilter {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.raw.cmp(&other.raw)
     }
 }
 
