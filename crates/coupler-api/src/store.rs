@@ -84,9 +84,9 @@ pub trait Store: Send + Sync + 'static {
 /// behind a mutex keeps up with the API.
 ///
 /// Checkpoints (copying the write-ahead log into the database file, with its fsyncs) run on
-/// a thread of their own once writes have been quiet for a second (`QUIET`), not inside a request:
-/// the request that crossed SQLite's threshold used to pay for the whole checkpoint, and so
-/// did every request queued behind it. Under a stream of writes that never goes quiet,
+/// a thread of their own once writes have been quiet for a second (`QUIET`), not inside a
+/// request: the request that crossed SQLite's threshold used to pay for the whole checkpoint,
+/// and so did every request queued behind it. Under a stream of writes that never goes quiet,
 /// SQLite's own checkpoint still runs inline when the log reaches 16 MiB (`WAL_PAGES_MAX`).
 #[derive(Debug)]
 pub struct SqliteStore {
