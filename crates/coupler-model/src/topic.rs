@@ -50,6 +50,34 @@ fn check_common(s: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
+/// Equality, hashing and order of a topic or filter by its text alone: the level spans
+/// follow from it.
+macro_rules! by_text {
+    ($type:ty, $text:ident) => {
+        impl PartialEq for $type {
+            fn eq(&self, other: &Self) -> bool {
+                self.$text == other.$text
+            }
+        }
+        impl Eq for $type {}
+        impl std::hash::Hash for $type {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.$text.hash(state);
+            }
+        }
+        impl PartialOrd for $type {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+        impl Ord for $type {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.$text.cmp(&other.$text)
+            }
+        }
+    };
+}
+
 /// Where the levels of a topic or filter end, found once when it is parsed, so that matching
 /// never searches for `/` and a filter needs no string per level.
 #[derive(Clone, Copy)]
@@ -151,27 +179,7 @@ impl TopicName {
     }
 }
 
-impl PartialEq for TopicName {
-    fn eq(&self, other: &Self) -> bool {
-        self.text == other.text
-    }
-}
-impl Eq for TopicName {}
-impl std::hash::Hash for TopicName {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.text.hash(state);
-    }
-}
-impl PartialOrd for TopicName {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for TopicName {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.text.cmp(&other.text)
-    }
-}
+by_text!(TopicName, text);
 
 impl fmt::Display for TopicName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -340,28 +348,7 @@ impl TopicFilter {
     }
 }
 
-// A filter is its text: the levels follow from it.
-impl PartialEq for TopicFilter {
-    fn eq(&self, other: &Self) -> bool {
-        self.raw == other.raw
-    }
-}
-impl Eq for TopicFilter {}
-impl std::hash::Hash for TopicFilter {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.raw.hash(state);
-    }
-}
-impl PartialOrd for TopicFilter {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for TopicFilter {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.raw.cmp(&other.raw)
-    }
-}
+by_text!(TopicFilter, raw);
 
 impl fmt::Display for TopicFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
