@@ -599,11 +599,6 @@ fn main() {
         if moto.is_none() {
             println!("moto_server is not installed or did not start: no comparison (pip install 'moto[server]')");
         }
-        if std::env::var_os("PROFILE_SAME").is_some() {
-            let mut same = concurrent(&ours_url, 4000, false, 4).await;
-            same.report("same");
-            return;
-        }
         // One client, for latency; then CLIENTS at once, for throughput.
         for clients in [1, CLIENTS] {
             println!("-- {clients} client(s)");

@@ -867,19 +867,15 @@ impl Service {
             })
     }
 
-    /// The stored record is the answer (a definition's versions go with it).
     pub fn get_definition_version(
         &self,
         kind: DefinitionKind,
         id: &str,
         vid: &str,
     ) -> ApiResult<Raw> {
-        match self.store.get(&versions_collection(kind, id), vid)? {
-            Some(v) => Ok(Raw(v)),
-            None => self
-                .definition_version(kind, id, vid)
-                .map(|_| Raw(Vec::new())),
-        }
+        self.stored_version(&versions_collection(kind, id), vid, || {
+            self.definition_version(kind, id, vid)
+        })
     }
 
     pub fn list_definition_versions(
@@ -1156,10 +1152,27 @@ impl Service {
     }
 
     pub fn get_group_version(&self, id: &str, vid: &str) -> ApiResult<Raw> {
-        match self.store.get(&group_versions_collection(id), vid)? {
-            Some(v) => Ok(Raw(v)),
-            None => self.group_version(id, vid).map(|_| Raw(Vec::new())),
+        self.stored_version(&group_versions_collection(id), vid, || {
+            self.group_version(id, vid)
+        })
+    }
+
+    /// A stored version record, which is the `Get…Version` answer as it is (a definition's or
+    /// group's versions go with it). When it is missing, `explain` gives the right not-found
+    /// error: the definition's or group's, or the version's.
+    fn stored_version(
+        &self,
+        collection: &str,
+        vid: &str,
+        explain: impl FnOnce() -> ApiResult<VersionRecord>,
+    ) -> ApiResult<Raw> {
+        if let Some(v) = self.store.get(collection, vid)? {
+            return Ok(Raw(v));
         }
+        // Found after all (written in between): answer it as stored.
+        serde_json::to_vec(&explain()?)
+            .map(Raw)
+            .map_err(|e| ApiError::Internal(e.to_string()))
     }
 
     pub fn list_group_versions(&self, id: &str, page: Page) -> ApiResult<Value> {
