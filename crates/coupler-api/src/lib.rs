@@ -14,6 +14,7 @@ pub mod secrets;
 pub mod service;
 pub mod sigv4;
 pub mod store;
+mod versions;
 pub mod wire;
 
 use std::future::Future;

@@ -22,6 +22,7 @@ use crate::error::{ApiError, ApiResult, ErrorDetail, SecretsError};
 use crate::lambda::{FunctionCode, FunctionCodeError, Lambda};
 use crate::secrets::{SecretVersion, Secrets, SecretsKey};
 use crate::store::{Op, Store};
+use crate::versions::ParsedVersions;
 use crate::wire::{
     Identity, Page, Taggable, Tags, check_name, check_tags, from_json, new_id, now, to_json,
 };
@@ -37,6 +38,8 @@ pub struct Service {
     secrets: Option<Secrets>,
     /// The Lambda operations: functions, versions, aliases and their code.
     lambda: Lambda,
+    /// Recent definition versions, parsed: what `CreateGroupVersion` reads most.
+    parsed: ParsedVersions,
 }
 
 /// A deployment waiting for the core, with its group resolved.
@@ -324,7 +327,14 @@ fn kind_title(kind: DefinitionKind) -> &'static str {
 /// Read a definition-version payload: its shape (a problem names its field), then every
 /// rule that needs no other definition (ids, ARN formats, paths, parameters, topics). Gives
 /// back the normalised JSON that is stored and returned.
-fn parse_definition(kind: DefinitionKind, body: &[u8], field: &str) -> ApiResult<Box<RawValue>> {
+/// A definition version's payload, checked: as it is to be stored, and parsed.
+struct Payload {
+    json: Box<RawValue>,
+    /// A bundle holding only this payload.
+    parsed: GroupBundle,
+}
+
+fn parse_definition(kind: DefinitionKind, body: &[u8], field: &str) -> ApiResult<Payload> {
     let bundle = GroupBundle::with_definition(kind, body).map_err(|e| match e {
         ParseError::Invalid { path, message } if path == "(document)" => {
             ApiError::bad_request(format!("{field}: {message}"))
@@ -349,10 +359,14 @@ fn parse_definition(kind: DefinitionKind, body: &[u8], field: &str) -> ApiResult
     }
     // Stored as sent: it has just parsed strictly (no unknown or duplicate fields), and
     // checking JSON costs less than writing the parsed definition out again.
-    std::str::from_utf8(body)
+    let json = std::str::from_utf8(body)
         .ok()
         .and_then(|text| RawValue::from_string(text.to_owned()).ok())
-        .ok_or_else(|| ApiError::Internal("a parsed definition is not JSON text".into()))
+        .ok_or_else(|| ApiError::Internal("a parsed definition is not JSON text".into()))?;
+    Ok(Payload {
+        json,
+        parsed: bundle,
+    })
 }
 
 fn invalid(code: &str, message: &str, problems: Vec<coupler_model::Problem>) -> ApiError {
@@ -479,6 +493,7 @@ impl Service {
             write: Mutex::new(()),
             deployments: Arc::new(tokio::sync::Notify::new()),
             secrets: None,
+            parsed: ParsedVersions::default(),
         }
     }
 
@@ -747,7 +762,13 @@ impl Service {
             .as_ref()
             .map(|raw| parse_definition(kind, raw.get().as_bytes(), "InitialVersion"))
             .transpose()?;
-        self.idempotent(
+        let (initial, parsed) = initial
+            .map(|p| {
+                let bytes = p.json.get().len();
+                (p.json, (bytes, p.parsed))
+            })
+            .unzip();
+        let response = self.idempotent(
             &format!("CreateDefinition/{}", kind.as_str()),
             token,
             &[body],
@@ -778,7 +799,26 @@ impl Service {
                 }
                 Ok((response, ops))
             },
-        )
+        )?;
+        if let Some((bytes, parsed)) = parsed {
+            self.keep_parsed(kind, &response, "LatestVersion", bytes, parsed);
+        }
+        Ok(response)
+    }
+
+    /// Keep the parsed payload of a version just written (`response` names it by `Id` and
+    /// the field `version`), for the group versions that will use it.
+    fn keep_parsed(
+        &self,
+        kind: DefinitionKind,
+        response: &Value,
+        version: &str,
+        bytes: usize,
+        parsed: GroupBundle,
+    ) {
+        if let (Some(id), Some(vid)) = (response["Id"].as_str(), response[version].as_str()) {
+            self.parsed.put(kind, id, vid, bytes, parsed);
+        }
     }
 
     pub fn get_definition(&self, kind: DefinitionKind, id: &str) -> ApiResult<Raw> {
@@ -832,6 +872,7 @@ impl Service {
                 collection: versions_collection(kind, id),
             },
         ])?;
+        self.parsed.forget(kind, id);
         Ok(Value::Object(Default::default()))
     }
 
@@ -842,13 +883,19 @@ impl Service {
         token: Option<&str>,
         body: &[u8],
     ) -> ApiResult<Value> {
-        let payload = parse_definition(kind, body, "")?;
+        let Payload {
+            json: payload,
+            parsed,
+        } = parse_definition(kind, body, "")?;
+        let bytes = payload.get().len();
         let op = format!("CreateDefinitionVersion/{}/{id}", kind.as_str());
-        self.idempotent(&op, token, &[body], || {
+        let response = self.idempotent(&op, token, &[body], || {
             let mut def = self.definition(kind, id, true)?;
             let (version, ops) = self.version_ops(kind, &mut def, payload)?;
             Ok((json(&version.info())?, ops))
-        })
+        })?;
+        self.keep_parsed(kind, &response, "Version", bytes, parsed);
+        Ok(response)
     }
 
     fn definition_version(
@@ -905,6 +952,30 @@ impl Service {
         })
     }
 
+    /// A definition version, parsed (a bundle holding only its payload), if it exists.
+    fn parsed_version(
+        &self,
+        kind: DefinitionKind,
+        id: &str,
+        vid: &str,
+    ) -> ApiResult<Option<GroupBundle>> {
+        if let Some(kept) = self.parsed.get(kind, id, vid) {
+            return Ok(Some(kept));
+        }
+        let Some(v) = self.get::<VersionRecord>(&versions_collection(kind, id), vid)? else {
+            return Ok(None);
+        };
+        let json = v.definition.get();
+        let parsed = GroupBundle::with_definition(kind, json.as_bytes()).map_err(|e| {
+            ApiError::Internal(format!(
+                "stored version {vid} of {} {id}: {e}",
+                kind.as_str()
+            ))
+        })?;
+        self.parsed.put(kind, id, vid, json.len(), parsed.clone());
+        Ok(Some(parsed))
+    }
+
     /// Resolve a group version's definition-version ARNs into a bundle, or say which are
     /// missing, as the service does.
     fn resolve(&self, gv: &GroupVersion) -> ApiResult<GroupBundle> {
@@ -949,26 +1020,18 @@ impl Service {
         ];
         for (arn, kind, word) in refs {
             let Some(arn) = arn else { continue };
-            let found = DefinitionVersionArn::parse(arn)
-                .ok()
-                .filter(|a| {
-                    a.kind() == kind && arn.starts_with(&self.identity.definition_arn(kind, ""))
-                })
-                .map(|a| {
-                    self.get::<VersionRecord>(
-                        &versions_collection(kind, a.definition_id()),
-                        a.version_id(),
-                    )
-                })
-                .transpose()?
-                .flatten();
-            let Some(v) = found else {
+            let version = DefinitionVersionArn::parse(arn).ok().filter(|a| {
+                a.kind() == kind && arn.starts_with(&self.identity.definition_arn(kind, ""))
+            });
+            let found = match version {
+                Some(a) => self.parsed_version(kind, a.definition_id(), a.version_id())?,
+                None => None,
+            };
+            let Some(parsed) = found else {
                 missing.push(format!("{word} definition reference does not exist"));
                 continue;
             };
-            bundle
-                .set_definition_json(kind, v.definition.get())
-                .map_err(|e| ApiError::Internal(format!("stored version {arn}: {e}")))?;
+            bundle.set_definition_from(kind, &parsed);
         }
         if !missing.is_empty() {
             return Err(ApiError::with_details(

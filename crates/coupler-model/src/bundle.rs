@@ -4,6 +4,8 @@
 //! assembled from `aws greengrass get-*-definition-version` output and turned back into API
 //! calls. See `docs/group-bundle.md`.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::arn::DefinitionKind;
@@ -18,23 +20,25 @@ use crate::api::{
 /// 2 500 devices, 200 functions and resources) is about 4 MiB of JSON.
 pub const MAX_BUNDLE_BYTES: usize = 16 * 1024 * 1024;
 
+/// The payloads are shared (`Arc`): a bundle can be assembled from versions parsed earlier
+/// without copying them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct GroupBundle {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub core_definition_version: Option<CoreDefinitionVersion>,
+    pub core_definition_version: Option<Arc<CoreDefinitionVersion>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub device_definition_version: Option<DeviceDefinitionVersion>,
+    pub device_definition_version: Option<Arc<DeviceDefinitionVersion>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub function_definition_version: Option<FunctionDefinitionVersion>,
+    pub function_definition_version: Option<Arc<FunctionDefinitionVersion>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub connector_definition_version: Option<ConnectorDefinitionVersion>,
+    pub connector_definition_version: Option<Arc<ConnectorDefinitionVersion>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub resource_definition_version: Option<ResourceDefinitionVersion>,
+    pub resource_definition_version: Option<Arc<ResourceDefinitionVersion>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub subscription_definition_version: Option<SubscriptionDefinitionVersion>,
+    pub subscription_definition_version: Option<Arc<SubscriptionDefinitionVersion>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub logger_definition_version: Option<LoggerDefinitionVersion>,
+    pub logger_definition_version: Option<Arc<LoggerDefinitionVersion>>,
 }
 
 /// Why a document could not be read as a bundle (or as any API payload).
@@ -187,6 +191,34 @@ impl GroupBundle {
             }
         }
         Ok(())
+    }
+
+    /// Take the payload of `kind` from `other`, shared rather than copied (none if `other`
+    /// has none).
+    pub fn set_definition_from(&mut self, kind: DefinitionKind, other: &GroupBundle) {
+        match kind {
+            DefinitionKind::Cores => {
+                self.core_definition_version = other.core_definition_version.clone()
+            }
+            DefinitionKind::Devices => {
+                self.device_definition_version = other.device_definition_version.clone()
+            }
+            DefinitionKind::Functions => {
+                self.function_definition_version = other.function_definition_version.clone()
+            }
+            DefinitionKind::Resources => {
+                self.resource_definition_version = other.resource_definition_version.clone()
+            }
+            DefinitionKind::Connectors => {
+                self.connector_definition_version = other.connector_definition_version.clone()
+            }
+            DefinitionKind::Subscriptions => {
+                self.subscription_definition_version = other.subscription_definition_version.clone()
+            }
+            DefinitionKind::Loggers => {
+                self.logger_definition_version = other.logger_definition_version.clone()
+            }
+        }
     }
 
     /// The JSON of the payload of `kind`, if the bundle has one.

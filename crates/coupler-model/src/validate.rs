@@ -182,8 +182,8 @@ impl Checker<'_> {
     }
 
     /// Check the ids of a list: valid and unique. Returns nothing; problems are recorded.
-    fn ids<'b>(&mut self, base: &str, ids: impl Iterator<Item = &'b str>) {
-        let mut seen: HashMap<&str, usize> = HashMap::new();
+    fn ids<'b>(&mut self, base: &str, ids: impl ExactSizeIterator<Item = &'b str>) {
+        let mut seen: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
         for (i, id) in ids.enumerate() {
             if !is_valid_id(id) {
                 self.err(
@@ -1249,8 +1249,11 @@ fn check_subscriptions(
         limits::SUBSCRIPTIONS_PER_GROUP,
     );
     ck.ids(BASE, subs.iter().map(|s| s.id.as_str()));
-    // Every entity of the group, by the exact text a subscription names it with.
-    let mut entities: HashMap<&str, (Entity, Option<&ConnectorVersion>)> = HashMap::new();
+    // Every entity of the group, by the exact text a subscription names it with. Judging one
+    // definition on its own, an end judged by its form is added too: lists name the same
+    // ends over and over, and each text is parsed once.
+    let mut entities: HashMap<&str, (Entity, Option<&ConnectorVersion>)> =
+        HashMap::with_capacity(2 + devices.len() + functions.len() + connectors.len());
     entities.insert("cloud", (Entity::Cloud, None));
     entities.insert("GGShadowService", (Entity::ShadowService, None));
     for d in devices {
@@ -1273,10 +1276,13 @@ fn check_subscriptions(
         let at = Item(BASE, i);
         let scope = ck.scope;
         let catalog = ck.catalog;
-        let mut end = |field: &str, text: &str| match entities.get(text) {
+        let mut end = |field: &str, text| match entities.get(text) {
             Some(e) => Some(e.clone()),
             None if scope == Scope::Definition => match entity_of_form(catalog, text) {
-                Ok(e) => Some(e),
+                Ok(e) => {
+                    entities.insert(text, e.clone());
+                    Some(e)
+                }
                 Err(msg) => {
                     ck.err(format!("{at}.{field}"), msg);
                     None

@@ -1,0 +1,204 @@
+//! Definition versions already parsed, kept by identity.
+//!
+//! A version never changes once written, so a parsed copy stays right for as long as the
+//! version exists. The usual way to build a group is a new definition version and then a
+//! group version that uses it: with the recent versions kept here, `CreateGroupVersion`
+//! assembles the group without reading them back from the store and parsing them again.
+//! The payloads are shared (`Arc`), so taking one out costs no copy.
+
+use std::collections::VecDeque;
+
+use coupler_model::arn::DefinitionKind;
+use coupler_model::bundle::GroupBundle;
+use parking_lot::Mutex;
+
+/// Versions kept, at most.
+const ENTRIES: usize = 16;
+
+/// JSON bytes of the versions kept, at most: this bounds the memory they hold (a parsed
+/// version takes about twice its JSON). A larger version is not kept.
+const BYTES: usize = 512 * 1024;
+
+/// The most recently used parsed versions.
+#[derive(Debug, Default)]
+pub(crate) struct ParsedVersions(Mutex<Recent>);
+
+#[derive(Debug, Default)]
+struct Recent {
+    /// Least recently used first.
+    entries: VecDeque<Entry>,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct Entry {
+    kind: DefinitionKind,
+    definition: Box<str>,
+    version: Box<str>,
+    bytes: usize,
+    /// A bundle that holds only this version's payload.
+    parsed: GroupBundle,
+}
+
+impl Entry {
+    fn is(&self, kind: DefinitionKind, definition: &str) -> bool {
+        self.kind == kind && &*self.definition == definition
+    }
+}
+
+impl ParsedVersions {
+    /// A kept version, as a bundle holding only its payload; it becomes the most recent.
+    pub(crate) fn get(
+        &self,
+        kind: DefinitionKind,
+        definition: &str,
+        version: &str,
+    ) -> Option<GroupBundle> {
+        let mut recent = self.0.lock();
+        let i = recent
+            .entries
+            .iter()
+            .position(|e| &*e.version == version && e.is(kind, definition))?;
+        let entry = recent.entries.remove(i)?;
+        let parsed = entry.parsed.clone();
+        recent.entries.push_back(entry);
+        Some(parsed)
+    }
+
+    /// Keep a version that is in the store, parsed from `bytes` of JSON.
+    pub(crate) fn put(
+        &self,
+        kind: DefinitionKind,
+        definition: &str,
+        version: &str,
+        bytes: usize,
+        parsed: GroupBundle,
+    ) {
+        if bytes > BYTES {
+            return;
+        }
+        let mut evicted = Vec::new();
+        let mut recent = self.0.lock();
+        if let Some(i) = recent
+            .entries
+            .iter()
+            .position(|e| &*e.version == version && e.is(kind, definition))
+        {
+            evicted.extend(recent.entries.remove(i));
+        }
+        while recent.entries.len() >= ENTRIES || recent.bytes + bytes > BYTES {
+            let Some(old) = recent.entries.pop_front() else {
+                break;
+            };
+            evicted.push(old);
+        }
+        recent.entries.push_back(Entry {
+            kind,
+            definition: definition.into(),
+            version: version.into(),
+            bytes,
+            parsed,
+        });
+        recent.bytes = recent.entries.iter().map(|e| e.bytes).sum();
+        // The evicted versions are freed after the lock is released.
+        drop(recent);
+        drop(evicted);
+    }
+
+    /// Forget every version of a deleted definition.
+    pub(crate) fn forget(&self, kind: DefinitionKind, definition: &str) {
+        let mut recent = self.0.lock();
+        let (gone, kept): (Vec<Entry>, Vec<Entry>) = recent
+            .entries
+            .drain(..)
+            .partition(|e| e.is(kind, definition));
+        recent.entries = kept.into();
+        recent.bytes = recent.entries.iter().map(|e| e.bytes).sum();
+        drop(recent);
+        drop(gone);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subs(n: usize) -> GroupBundle {
+        let subs: Vec<String> = (0..n)
+            .map(|i| {
+                format!(r#"{{"Id":"s{i}","Source":"cloud","Subject":"t/{i}","Target":"cloud"}}"#)
+            })
+            .collect();
+        let json = format!(r#"{{"Subscriptions":[{}]}}"#, subs.join(","));
+        GroupBundle::with_definition(DefinitionKind::Subscriptions, json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn keeps_the_most_recent_within_bounds() {
+        let kept = ParsedVersions::default();
+        for v in 0..ENTRIES + 2 {
+            kept.put(
+                DefinitionKind::Subscriptions,
+                "d",
+                &v.to_string(),
+                10,
+                subs(1),
+            );
+            // Using the first keeps it.
+            assert!(kept.get(DefinitionKind::Subscriptions, "d", "0").is_some());
+        }
+        assert!(kept.get(DefinitionKind::Subscriptions, "d", "1").is_none());
+        assert!(kept.get(DefinitionKind::Subscriptions, "d", "2").is_none());
+        let last = (ENTRIES + 1).to_string();
+        let got = kept.get(DefinitionKind::Subscriptions, "d", &last).unwrap();
+        assert_eq!(got, subs(1));
+        // Another kind or definition with the same version id is another version.
+        assert!(kept.get(DefinitionKind::Cores, "d", &last).is_none());
+        assert!(
+            kept.get(DefinitionKind::Subscriptions, "e", &last)
+                .is_none()
+        );
+        // Too large to keep, and a bound on the total.
+        kept.put(
+            DefinitionKind::Subscriptions,
+            "d",
+            "big",
+            BYTES + 1,
+            subs(1),
+        );
+        assert!(
+            kept.get(DefinitionKind::Subscriptions, "d", "big")
+                .is_none()
+        );
+        kept.put(
+            DefinitionKind::Subscriptions,
+            "d",
+            "half",
+            BYTES / 2 + 1,
+            subs(1),
+        );
+        kept.put(
+            DefinitionKind::Subscriptions,
+            "d",
+            "half2",
+            BYTES / 2,
+            subs(1),
+        );
+        assert!(
+            kept.get(DefinitionKind::Subscriptions, "d", "half")
+                .is_none()
+        );
+        assert!(kept.0.lock().bytes <= BYTES);
+    }
+
+    #[test]
+    fn a_deleted_definition_is_forgotten() {
+        let kept = ParsedVersions::default();
+        kept.put(DefinitionKind::Subscriptions, "d", "1", 10, subs(2));
+        kept.put(DefinitionKind::Subscriptions, "e", "1", 10, subs(2));
+        kept.forget(DefinitionKind::Subscriptions, "d");
+        assert!(kept.get(DefinitionKind::Subscriptions, "d", "1").is_none());
+        assert!(kept.get(DefinitionKind::Subscriptions, "e", "1").is_some());
+        assert_eq!(kept.0.lock().bytes, 10);
+    }
+}
