@@ -87,7 +87,7 @@ pub trait Store: Send + Sync + 'static {
 /// a thread of their own once writes have been quiet for a second (`QUIET`), not inside a
 /// request: the request that crossed SQLite's threshold used to pay for the whole checkpoint,
 /// and so did every request queued behind it. Under a stream of writes that never goes quiet,
-/// SQLite's own checkpoint still runs inline when the log reaches 16 MiB (`WAL_PAGES_MAX`).
+/// SQLite's own checkpoint still runs inline when the log reaches 64 MiB (`WAL_PAGES_MAX`).
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -116,8 +116,12 @@ struct Activity {
 /// synced at checkpoints (before, only every 1000 pages, however long that took).
 const QUIET: Duration = Duration::from_millis(1000);
 
-/// The log's size (in 4 KiB pages, 16 MiB) at which a commit checkpoints inline.
-const WAL_PAGES_MAX: u32 = 4096;
+/// The log's size (in 4 KiB pages, 64 MiB) at which a commit checkpoints inline, with two
+/// fsyncs, and every request behind it waits. Measured with 16 KiB records: at 16 MiB, a
+/// 35 ms stall every 420 commits; at 64 MiB, 100-120 ms every 1 700, and the stream as a whole
+/// 25 % faster (a page rewritten many times is copied once per checkpoint). Bursts of up to
+/// 64 MiB never stall; the price is the log's disk space while one lasts.
+const WAL_PAGES_MAX: u32 = 16_384;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS docs (
