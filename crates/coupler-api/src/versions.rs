@@ -12,8 +12,10 @@ use coupler_model::arn::DefinitionKind;
 use coupler_model::bundle::GroupBundle;
 use parking_lot::Mutex;
 
-/// Versions kept, at most.
-const ENTRIES: usize = 16;
+/// Versions kept, at most. Several clients building groups at once each keep their own few
+/// in use (with 16, four clients each with a core, device, function and subscription
+/// definition already missed); a lookup compares names, so this can be generous.
+const ENTRIES: usize = 64;
 
 /// JSON bytes of the versions kept, at most: this bounds the memory they hold (a parsed
 /// version takes about twice its JSON). A larger version is not kept.
