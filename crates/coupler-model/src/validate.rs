@@ -6,7 +6,12 @@
 //! the deployment agent, so a group is judged by one set of rules everywhere.
 //! The rules are listed in `docs/validation.md`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
+
+/// Maps of a group's names and ARNs. foldhash hashes them several times faster than the
+/// standard SipHash (hashing was a visible part of validating a group with many
+/// subscriptions), and its per-map random seed keeps crafted collisions impractical.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::fmt;
 
 use serde::Serialize;
@@ -183,7 +188,8 @@ impl Checker<'_> {
 
     /// Check the ids of a list: valid and unique. Returns nothing; problems are recorded.
     fn ids<'b>(&mut self, base: &str, ids: impl ExactSizeIterator<Item = &'b str>) {
-        let mut seen: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
+        let mut seen: HashMap<&str, usize> =
+            HashMap::with_capacity_and_hasher(ids.len(), Default::default());
         for (i, id) in ids.enumerate() {
             if !is_valid_id(id) {
                 self.err(
@@ -464,30 +470,30 @@ fn check_devices(
         limits::DEVICES_PER_GROUP,
     );
     ck.ids(BASE, devices.iter().map(|d| d.id.as_str()));
-    let mut things: HashMap<String, usize> = HashMap::new();
-    let mut out = Vec::new();
+    // Keyed by the name within the ARN's text (it ends the ARN), so nothing is copied.
+    let mut things: HashMap<&str, usize> =
+        HashMap::with_capacity_and_hasher(devices.len(), Default::default());
+    let mut out = Vec::with_capacity(devices.len());
     for (i, d) in devices.iter().enumerate() {
-        let path = format!("{BASE}[{i}].ThingArn");
+        let at = Item(BASE, i);
         let thing = match ThingArn::parse(&d.thing_arn) {
             Ok(t) => t,
             Err(e) => {
-                ck.err(path, e.to_string());
+                ck.err(format!("{at}.ThingArn"), e.to_string());
                 continue;
             }
         };
-        if let Some(first) = things.insert(thing.thing_name().to_owned(), i) {
+        let name = &d.thing_arn[d.thing_arn.len() - thing.thing_name().len()..];
+        if let Some(first) = things.insert(name, i) {
             ck.err(
-                &path,
-                format!("thing {:?} is already {BASE}[{first}]", thing.thing_name()),
+                format!("{at}.ThingArn"),
+                format!("thing {name:?} is already {BASE}[{first}]"),
             );
         }
-        if core.is_some_and(|c| c.thing.thing_name() == thing.thing_name()) {
+        if core.is_some_and(|c| c.thing.thing_name() == name) {
             ck.err(
-                &path,
-                format!(
-                    "thing {:?} is the group's core, not a device",
-                    thing.thing_name()
-                ),
+                format!("{at}.ThingArn"),
+                format!("thing {name:?} is the group's core, not a device"),
             );
         }
         match CertificateArn::parse(&d.certificate_arn) {
@@ -497,7 +503,7 @@ fn check_devices(
                 certificate,
                 sync_shadow: d.sync_shadow.unwrap_or(false),
             }),
-            Err(e) => ck.err(format!("{BASE}[{i}].CertificateArn"), e.to_string()),
+            Err(e) => ck.err(format!("{at}.CertificateArn"), e.to_string()),
         }
     }
     out
@@ -520,8 +526,8 @@ fn check_resources<'b>(
         limits::RESOURCES_PER_GROUP,
     );
     ck.ids(BASE, resources.iter().map(|r| r.id.as_str()));
-    let mut names: HashMap<&str, usize> = HashMap::new();
-    let mut secrets: HashMap<String, usize> = HashMap::new();
+    let mut names: HashMap<&str, usize> = HashMap::default();
+    let mut secrets: HashMap<String, usize> = HashMap::default();
     let mut out = BTreeMap::new();
     for (i, r) in resources.iter().enumerate() {
         let at = Item(BASE, i);
@@ -703,7 +709,7 @@ fn check_functions(
         limits::FUNCTIONS_PER_GROUP,
     );
     ck.ids(BASE, functions.iter().map(|f| f.id.as_str()));
-    let mut arns: HashMap<&str, usize> = HashMap::new();
+    let mut arns: HashMap<&str, usize> = HashMap::default();
     let mut out = Vec::new();
     for (i, f) in functions.iter().enumerate() {
         let at = Item(BASE, i);
@@ -1055,7 +1061,7 @@ fn check_connectors<'c>(
         .map(|c| items(&c.connectors))
         .unwrap_or_default();
     ck.ids(BASE, connectors.iter().map(|c| c.id.as_str()));
-    let mut by_name: HashMap<String, usize> = HashMap::new();
+    let mut by_name: HashMap<String, usize> = HashMap::default();
     let mut out = Vec::new();
     let empty = BTreeMap::new();
     for (i, c) in connectors.iter().enumerate() {
@@ -1253,7 +1259,10 @@ fn check_subscriptions(
     // definition on its own, an end judged by its form is added too: lists name the same
     // ends over and over, and each text is parsed once.
     let mut entities: HashMap<&str, (Entity, Option<&ConnectorVersion>)> =
-        HashMap::with_capacity(2 + devices.len() + functions.len() + connectors.len());
+        HashMap::with_capacity_and_hasher(
+            2 + devices.len() + functions.len() + connectors.len(),
+            Default::default(),
+        );
     entities.insert("cloud", (Entity::Cloud, None));
     entities.insert("GGShadowService", (Entity::ShadowService, None));
     for d in devices {
@@ -1402,7 +1411,7 @@ fn check_loggers(ck: &mut Checker<'_>, bundle: &GroupBundle) {
         .map(|l| items(&l.loggers))
         .unwrap_or_default();
     ck.ids(BASE, loggers.iter().map(|l| l.id.as_str()));
-    let mut seen: HashMap<(LoggerType, LoggerComponent), usize> = HashMap::new();
+    let mut seen: HashMap<(LoggerType, LoggerComponent), usize> = HashMap::default();
     for (i, l) in loggers.iter().enumerate() {
         let at = Item(BASE, i);
         if let Some(first) = seen.insert((l.kind, l.component), i) {
