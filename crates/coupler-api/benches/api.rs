@@ -4,7 +4,7 @@
 //! same run. Prints throughput and latency percentiles for both.
 //!
 //! `cargo bench -p coupler-api --bench api` runs 1 000 group versions;
-//! `-- --quick` runs 100 (what CI runs).
+//! `-- --quick` runs 200 (what CI runs).
 //!
 //! moto implements no connector definitions and refuses connector ARNs in subscriptions, so its
 //! group versions carry the same 100 subscriptions between devices, a function and the cloud,
@@ -576,7 +576,7 @@ async fn start_moto() -> Option<(Moto, String)> {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let n = if quick { 100 } else { 1000 };
+    let n = if quick { 200 } else { 1000 };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
