@@ -171,6 +171,16 @@ impl fmt::Display for Item<'_> {
     }
 }
 
+/// The path of an item's parameters, `List[i].Parameters`, formatted only when reported.
+#[derive(Clone, Copy)]
+struct Parameters<'a>(Item<'a>);
+
+impl fmt::Display for Parameters<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.Parameters", self.0)
+    }
+}
+
 struct Checker<'a> {
     problems: Vec<Problem>,
     catalog: &'a Catalog,
@@ -1107,7 +1117,7 @@ fn check_connectors<'c>(
             );
         }
         let given = c.parameters.as_ref().unwrap_or(&empty);
-        let pbase = format!("{at}.Parameters");
+        let pbase = Parameters(at);
         for name in given.keys() {
             if spec.parameter(name).is_none() {
                 ck.err(
@@ -1122,9 +1132,8 @@ fn check_connectors<'c>(
         let mut params = BTreeMap::new();
         for p in &spec.parameters {
             let name = &p.spec.name;
-            let path = format!("{pbase}.{name}");
             match given.get(name) {
-                None if p.spec.required => ck.err(path, "is required"),
+                None if p.spec.required => ck.err(format!("{pbase}.{name}"), "is required"),
                 None => {
                     if let Some(d) = &p.spec.default {
                         params.insert(name.clone(), d.clone());
@@ -1132,11 +1141,11 @@ fn check_connectors<'c>(
                 }
                 Some(v) => {
                     if let Err(msg) = check_value(p, v) {
-                        ck.err(&path, msg);
+                        ck.err(format!("{pbase}.{name}"), msg);
                     }
                     params.insert(name.clone(), v.clone());
                     if let Some(r) = &p.spec.resource {
-                        check_connector_resource(ck, &pbase, name, v, r, given, resources);
+                        check_connector_resource(ck, pbase, name, v, r, given, resources);
                     }
                 }
             }
@@ -1185,23 +1194,25 @@ fn check_connectors<'c>(
 
 fn check_connector_resource(
     ck: &mut Checker<'_>,
-    pbase: &str,
+    pbase: Parameters<'_>,
     name: &str,
     value: &str,
     r: &crate::catalog::ResourceRef,
     given: &BTreeMap<String, String>,
     resources: &BTreeMap<String, ResourceInfo<'_>>,
 ) {
-    let path = format!("{pbase}.{name}");
     let Some(info) = resources.get(value) else {
         if ck.scope == Scope::Group {
-            ck.err(path, format!("{value:?} is not a resource of this group"));
+            ck.err(
+                format!("{pbase}.{name}"),
+                format!("{value:?} is not a resource of this group"),
+            );
         }
         return;
     };
     if info.kind != r.kind {
         ck.err(
-            path,
+            format!("{pbase}.{name}"),
             format!("resource {value:?} must be {}", r.kind.describe()),
         );
         return;
