@@ -316,6 +316,29 @@ def test_group_crud_boto3(gg):
     gg.get_core_definition(CoreDefinitionId=core["Id"])
 
 
+def test_deleted_definition_versions_cannot_be_used_boto3(gg):
+    """A version just created, or just used by a group version, is kept parsed by the server;
+    once its definition is deleted, a new group version may not refer to it."""
+    core = gg.create_core_definition(InitialVersion=P.CORES)
+    loggers = gg.create_logger_definition(InitialVersion=P.LOGGERS)
+    group = gg.create_group(Name="deleted-definitions")
+    refs = {"CoreDefinitionVersionArn": core["LatestVersionArn"],
+            "LoggerDefinitionVersionArn": loggers["LatestVersionArn"]}
+    gg.create_group_version(GroupId=group["Id"], **refs)
+    gg.delete_logger_definition(LoggerDefinitionId=loggers["Id"])
+    e = expect_error(400, "BadRequestException", gg.create_group_version,
+                     GroupId=group["Id"], **refs)
+    assert "Loggers definition reference does not exist" in error_text(e), error_text(e)
+    # So with a version created just before the deletion, never used.
+    loggers = gg.create_logger_definition(InitialVersion=P.LOGGERS)
+    gg.delete_logger_definition(LoggerDefinitionId=loggers["Id"])
+    refs["LoggerDefinitionVersionArn"] = loggers["LatestVersionArn"]
+    expect_error(400, "BadRequestException", gg.create_group_version,
+                 GroupId=group["Id"], **refs)
+    assert len(gg.list_group_versions(GroupId=group["Id"])["Versions"]) == 1
+    gg.delete_group(GroupId=group["Id"])
+
+
 def _paginate(gg, operation: str, key: str, **kwargs) -> tuple[list[list[dict]], list[dict]]:
     pages = [p[key] for p in gg.get_paginator(operation).paginate(
         PaginationConfig={"PageSize": 2}, **kwargs)]

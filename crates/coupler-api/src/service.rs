@@ -22,7 +22,7 @@ use crate::error::{ApiError, ApiResult, ErrorDetail, SecretsError};
 use crate::lambda::{FunctionCode, FunctionCodeError, Lambda};
 use crate::secrets::{SecretVersion, Secrets, SecretsKey};
 use crate::store::{Op, Store};
-use crate::versions::ParsedVersions;
+use crate::versions::{Epoch, ParsedVersions};
 use crate::wire::{
     Identity, Page, Taggable, Tags, check_name, check_tags, from_json, new_id, now, to_json,
 };
@@ -324,9 +324,6 @@ fn kind_title(kind: DefinitionKind) -> &'static str {
     }
 }
 
-/// Read a definition-version payload: its shape (a problem names its field), then every
-/// rule that needs no other definition (ids, ARN formats, paths, parameters, topics). Gives
-/// back the normalised JSON that is stored and returned.
 /// A definition version's payload, checked: as it is to be stored, and parsed.
 struct Payload {
     json: Box<RawValue>,
@@ -334,6 +331,9 @@ struct Payload {
     parsed: GroupBundle,
 }
 
+/// Read a definition-version payload: its shape (a problem names its field), then every
+/// rule that needs no other definition (ids, ARN formats, paths, parameters, topics). Gives
+/// back the JSON that is stored and returned, and its parsed form.
 fn parse_definition(kind: DefinitionKind, body: &[u8], field: &str) -> ApiResult<Payload> {
     let bundle = GroupBundle::with_definition(kind, body).map_err(|e| match e {
         ParseError::Invalid { path, message } if path == "(document)" => {
@@ -768,6 +768,7 @@ impl Service {
                 (p.json, (bytes, p.parsed))
             })
             .unzip();
+        let epoch = self.parsed.epoch();
         let response = self.idempotent(
             &format!("CreateDefinition/{}", kind.as_str()),
             token,
@@ -801,7 +802,7 @@ impl Service {
             },
         )?;
         if let Some((bytes, parsed)) = parsed {
-            self.keep_parsed(kind, &response, "LatestVersion", bytes, parsed);
+            self.keep_parsed(epoch, kind, &response, "LatestVersion", bytes, parsed);
         }
         Ok(response)
     }
@@ -810,6 +811,7 @@ impl Service {
     /// the field `version`), for the group versions that will use it.
     fn keep_parsed(
         &self,
+        epoch: Epoch,
         kind: DefinitionKind,
         response: &Value,
         version: &str,
@@ -817,7 +819,7 @@ impl Service {
         parsed: GroupBundle,
     ) {
         if let (Some(id), Some(vid)) = (response["Id"].as_str(), response[version].as_str()) {
-            self.parsed.put(kind, id, vid, bytes, parsed);
+            self.parsed.put(epoch, kind, id, vid, bytes, parsed);
         }
     }
 
@@ -888,13 +890,14 @@ impl Service {
             parsed,
         } = parse_definition(kind, body, "")?;
         let bytes = payload.get().len();
+        let epoch = self.parsed.epoch();
         let op = format!("CreateDefinitionVersion/{}/{id}", kind.as_str());
         let response = self.idempotent(&op, token, &[body], || {
             let mut def = self.definition(kind, id, true)?;
             let (version, ops) = self.version_ops(kind, &mut def, payload)?;
             Ok((json(&version.info())?, ops))
         })?;
-        self.keep_parsed(kind, &response, "Version", bytes, parsed);
+        self.keep_parsed(epoch, kind, &response, "Version", bytes, parsed);
         Ok(response)
     }
 
@@ -962,6 +965,7 @@ impl Service {
         if let Some(kept) = self.parsed.get(kind, id, vid) {
             return Ok(Some(kept));
         }
+        let epoch = self.parsed.epoch();
         let Some(v) = self.get::<VersionRecord>(&versions_collection(kind, id), vid)? else {
             return Ok(None);
         };
@@ -972,7 +976,8 @@ impl Service {
                 kind.as_str()
             ))
         })?;
-        self.parsed.put(kind, id, vid, json.len(), parsed.clone());
+        self.parsed
+            .put(epoch, kind, id, vid, json.len(), parsed.clone());
         Ok(Some(parsed))
     }
 

@@ -30,7 +30,14 @@ struct Recent {
     /// Least recently used first.
     entries: VecDeque<Entry>,
     bytes: usize,
+    /// How many times a definition was forgotten. A version read (or written) before a
+    /// forget may belong to the deleted definition, so it is not kept after one.
+    forgets: u64,
 }
+
+/// When a version was read, for [`ParsedVersions::put`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Epoch(u64);
 
 #[derive(Debug)]
 struct Entry {
@@ -67,9 +74,16 @@ impl ParsedVersions {
         Some(parsed)
     }
 
-    /// Keep a version that is in the store, parsed from `bytes` of JSON.
+    /// Taken before reading or writing a version that is to be kept.
+    pub(crate) fn epoch(&self) -> Epoch {
+        Epoch(self.0.lock().forgets)
+    }
+
+    /// Keep a version that was in the store at `epoch`, parsed from `bytes` of JSON; not if
+    /// a definition has been forgotten since.
     pub(crate) fn put(
         &self,
+        epoch: Epoch,
         kind: DefinitionKind,
         definition: &str,
         version: &str,
@@ -81,6 +95,9 @@ impl ParsedVersions {
         }
         let mut evicted = Vec::new();
         let mut recent = self.0.lock();
+        if recent.forgets != epoch.0 {
+            return;
+        }
         if let Some(i) = recent
             .entries
             .iter()
@@ -110,6 +127,7 @@ impl ParsedVersions {
     /// Forget every version of a deleted definition.
     pub(crate) fn forget(&self, kind: DefinitionKind, definition: &str) {
         let mut recent = self.0.lock();
+        recent.forgets += 1;
         let (gone, kept): (Vec<Entry>, Vec<Entry>) = recent
             .entries
             .drain(..)
@@ -140,6 +158,7 @@ mod tests {
         let kept = ParsedVersions::default();
         for v in 0..ENTRIES + 2 {
             kept.put(
+                kept.epoch(),
                 DefinitionKind::Subscriptions,
                 "d",
                 &v.to_string(),
@@ -162,6 +181,7 @@ mod tests {
         );
         // Too large to keep, and a bound on the total.
         kept.put(
+            kept.epoch(),
             DefinitionKind::Subscriptions,
             "d",
             "big",
@@ -173,6 +193,7 @@ mod tests {
                 .is_none()
         );
         kept.put(
+            kept.epoch(),
             DefinitionKind::Subscriptions,
             "d",
             "half",
@@ -180,6 +201,7 @@ mod tests {
             subs(1),
         );
         kept.put(
+            kept.epoch(),
             DefinitionKind::Subscriptions,
             "d",
             "half2",
@@ -196,11 +218,43 @@ mod tests {
     #[test]
     fn a_deleted_definition_is_forgotten() {
         let kept = ParsedVersions::default();
-        kept.put(DefinitionKind::Subscriptions, "d", "1", 10, subs(2));
-        kept.put(DefinitionKind::Subscriptions, "e", "1", 10, subs(2));
+        kept.put(
+            kept.epoch(),
+            DefinitionKind::Subscriptions,
+            "d",
+            "1",
+            10,
+            subs(2),
+        );
+        kept.put(
+            kept.epoch(),
+            DefinitionKind::Subscriptions,
+            "e",
+            "1",
+            10,
+            subs(2),
+        );
         kept.forget(DefinitionKind::Subscriptions, "d");
         assert!(kept.get(DefinitionKind::Subscriptions, "d", "1").is_none());
         assert!(kept.get(DefinitionKind::Subscriptions, "e", "1").is_some());
         assert_eq!(kept.0.lock().bytes, 10);
+    }
+
+    #[test]
+    fn a_version_read_before_a_forget_is_not_kept() {
+        let kept = ParsedVersions::default();
+        let before = kept.epoch();
+        kept.forget(DefinitionKind::Subscriptions, "d");
+        kept.put(before, DefinitionKind::Subscriptions, "d", "1", 10, subs(1));
+        assert!(kept.get(DefinitionKind::Subscriptions, "d", "1").is_none());
+        kept.put(
+            kept.epoch(),
+            DefinitionKind::Subscriptions,
+            "d",
+            "1",
+            10,
+            subs(1),
+        );
+        assert!(kept.get(DefinitionKind::Subscriptions, "d", "1").is_some());
     }
 }
