@@ -161,38 +161,6 @@ impl GroupBundle {
         Ok(b)
     }
 
-    /// Put a payload of `kind`, already known to be well formed (stored JSON), into the bundle.
-    pub fn set_definition_json(
-        &mut self,
-        kind: DefinitionKind,
-        json: &str,
-    ) -> Result<(), serde_json::Error> {
-        match kind {
-            DefinitionKind::Cores => {
-                self.core_definition_version = Some(serde_json::from_str(json)?)
-            }
-            DefinitionKind::Devices => {
-                self.device_definition_version = Some(serde_json::from_str(json)?)
-            }
-            DefinitionKind::Functions => {
-                self.function_definition_version = Some(serde_json::from_str(json)?)
-            }
-            DefinitionKind::Resources => {
-                self.resource_definition_version = Some(serde_json::from_str(json)?)
-            }
-            DefinitionKind::Connectors => {
-                self.connector_definition_version = Some(serde_json::from_str(json)?)
-            }
-            DefinitionKind::Subscriptions => {
-                self.subscription_definition_version = Some(serde_json::from_str(json)?)
-            }
-            DefinitionKind::Loggers => {
-                self.logger_definition_version = Some(serde_json::from_str(json)?)
-            }
-        }
-        Ok(())
-    }
-
     /// Take the payload of `kind` from `other`, shared rather than copied (none if `other`
     /// has none).
     pub fn set_definition_from(&mut self, kind: DefinitionKind, other: &GroupBundle) {

@@ -351,14 +351,13 @@ pub fn validate_with(
 /// must already be right (see [`crate::bundle::parse_document`]); this applies every rule that
 /// needs no other definition. Paths are relative to the payload (`Connectors[1].Id`).
 pub fn validate_definition(kind: DefinitionKind, payload: &serde_json::Value) -> Vec<Problem> {
-    let mut bundle = GroupBundle::default();
-    if let Err(e) = bundle.set_definition_json(kind, &payload.to_string()) {
-        return vec![Problem {
+    match GroupBundle::with_definition(kind, payload.to_string().as_bytes()) {
+        Ok(bundle) => validate_definition_in(kind, &bundle),
+        Err(e) => vec![Problem {
             path: "(document)".into(),
             message: e.to_string(),
-        }];
+        }],
     }
-    validate_definition_in(kind, &bundle)
 }
 
 /// [`validate_definition`] on a bundle that holds only the payload of `kind` (as
