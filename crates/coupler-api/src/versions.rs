@@ -55,6 +55,24 @@ impl Entry {
     }
 }
 
+impl Recent {
+    /// Take out the entry of a version, if kept.
+    fn take(&mut self, kind: DefinitionKind, definition: &str, version: &str) -> Option<Entry> {
+        let i = self
+            .entries
+            .iter()
+            .position(|e| &*e.version == version && e.is(kind, definition))?;
+        let entry = self.entries.remove(i)?;
+        self.bytes -= entry.bytes;
+        Some(entry)
+    }
+
+    fn push(&mut self, entry: Entry) {
+        self.bytes += entry.bytes;
+        self.entries.push_back(entry);
+    }
+}
+
 impl ParsedVersions {
     /// A kept version, as a bundle holding only its payload; it becomes the most recent.
     pub(crate) fn get(
@@ -64,13 +82,9 @@ impl ParsedVersions {
         version: &str,
     ) -> Option<GroupBundle> {
         let mut recent = self.0.lock();
-        let i = recent
-            .entries
-            .iter()
-            .position(|e| &*e.version == version && e.is(kind, definition))?;
-        let entry = recent.entries.remove(i)?;
+        let entry = recent.take(kind, definition, version)?;
         let parsed = entry.parsed.clone();
-        recent.entries.push_back(entry);
+        recent.push(entry);
         Some(parsed)
     }
 
@@ -98,27 +112,21 @@ impl ParsedVersions {
         if recent.forgets != epoch.0 {
             return;
         }
-        if let Some(i) = recent
-            .entries
-            .iter()
-            .position(|e| &*e.version == version && e.is(kind, definition))
-        {
-            evicted.extend(recent.entries.remove(i));
-        }
+        evicted.extend(recent.take(kind, definition, version));
         while recent.entries.len() >= ENTRIES || recent.bytes + bytes > BYTES {
             let Some(old) = recent.entries.pop_front() else {
                 break;
             };
+            recent.bytes -= old.bytes;
             evicted.push(old);
         }
-        recent.entries.push_back(Entry {
+        recent.push(Entry {
             kind,
             definition: definition.into(),
             version: version.into(),
             bytes,
             parsed,
         });
-        recent.bytes = recent.entries.iter().map(|e| e.bytes).sum();
         // The evicted versions are freed after the lock is released.
         drop(recent);
         drop(evicted);
@@ -153,90 +161,63 @@ mod tests {
         GroupBundle::with_definition(DefinitionKind::Subscriptions, json.as_bytes()).unwrap()
     }
 
+    /// Keep a one-subscription version of definition `d` as of now.
+    fn keep(kept: &ParsedVersions, d: &str, version: &str, bytes: usize) {
+        let kind = DefinitionKind::Subscriptions;
+        kept.put(kept.epoch(), kind, d, version, bytes, subs(1));
+    }
+
+    fn has(kept: &ParsedVersions, d: &str, version: &str) -> bool {
+        kept.get(DefinitionKind::Subscriptions, d, version)
+            .is_some()
+    }
+
     #[test]
     fn keeps_the_most_recent_within_bounds() {
         let kept = ParsedVersions::default();
         for v in 0..ENTRIES + 2 {
-            kept.put(
-                kept.epoch(),
-                DefinitionKind::Subscriptions,
-                "d",
-                &v.to_string(),
-                10,
-                subs(1),
-            );
+            keep(&kept, "d", &v.to_string(), 10);
             // Using the first keeps it.
-            assert!(kept.get(DefinitionKind::Subscriptions, "d", "0").is_some());
+            assert!(has(&kept, "d", "0"));
         }
-        assert!(kept.get(DefinitionKind::Subscriptions, "d", "1").is_none());
-        assert!(kept.get(DefinitionKind::Subscriptions, "d", "2").is_none());
+        assert!(!has(&kept, "d", "1"));
+        assert!(!has(&kept, "d", "2"));
         let last = (ENTRIES + 1).to_string();
         let got = kept.get(DefinitionKind::Subscriptions, "d", &last).unwrap();
         assert_eq!(got, subs(1));
         // Another kind or definition with the same version id is another version.
         assert!(kept.get(DefinitionKind::Cores, "d", &last).is_none());
-        assert!(
-            kept.get(DefinitionKind::Subscriptions, "e", &last)
-                .is_none()
-        );
+        assert!(!has(&kept, "e", &last));
         // Too large to keep, and a bound on the total.
-        kept.put(
-            kept.epoch(),
-            DefinitionKind::Subscriptions,
-            "d",
-            "big",
-            BYTES + 1,
-            subs(1),
-        );
-        assert!(
-            kept.get(DefinitionKind::Subscriptions, "d", "big")
-                .is_none()
-        );
-        kept.put(
-            kept.epoch(),
-            DefinitionKind::Subscriptions,
-            "d",
-            "half",
-            BYTES / 2 + 1,
-            subs(1),
-        );
-        kept.put(
-            kept.epoch(),
-            DefinitionKind::Subscriptions,
-            "d",
-            "half2",
-            BYTES / 2,
-            subs(1),
-        );
-        assert!(
-            kept.get(DefinitionKind::Subscriptions, "d", "half")
-                .is_none()
-        );
+        keep(&kept, "d", "big", BYTES + 1);
+        assert!(!has(&kept, "d", "big"));
+        keep(&kept, "d", "half", BYTES / 2 + 1);
+        keep(&kept, "d", "half2", BYTES / 2);
+        assert!(!has(&kept, "d", "half"));
         assert!(kept.0.lock().bytes <= BYTES);
+        // Making room evicts only what it must.
+        let kept = ParsedVersions::default();
+        keep(&kept, "d", "a", BYTES / 2);
+        keep(&kept, "d", "b", BYTES / 4);
+        keep(&kept, "d", "c", BYTES / 4);
+        keep(&kept, "d", "e", 10);
+        assert!(!has(&kept, "d", "a"));
+        assert!(has(&kept, "d", "b") && has(&kept, "d", "c") && has(&kept, "d", "e"));
+        let recent = kept.0.lock();
+        assert_eq!(
+            recent.bytes,
+            recent.entries.iter().map(|e| e.bytes).sum::<usize>()
+        );
     }
 
     #[test]
     fn a_deleted_definition_is_forgotten() {
         let kept = ParsedVersions::default();
-        kept.put(
-            kept.epoch(),
-            DefinitionKind::Subscriptions,
-            "d",
-            "1",
-            10,
-            subs(2),
-        );
-        kept.put(
-            kept.epoch(),
-            DefinitionKind::Subscriptions,
-            "e",
-            "1",
-            10,
-            subs(2),
-        );
+        keep(&kept, "d", "1", 10);
+        keep(&kept, "e", "1", 10);
         kept.forget(DefinitionKind::Subscriptions, "d");
-        assert!(kept.get(DefinitionKind::Subscriptions, "d", "1").is_none());
-        assert!(kept.get(DefinitionKind::Subscriptions, "e", "1").is_some());
+        assert!(!has(&kept, "d", "1"));
+        assert!(has(&kept, "e", "1"));
         assert_eq!(kept.0.lock().bytes, 10);
     }
 
@@ -246,15 +227,8 @@ mod tests {
         let before = kept.epoch();
         kept.forget(DefinitionKind::Subscriptions, "d");
         kept.put(before, DefinitionKind::Subscriptions, "d", "1", 10, subs(1));
-        assert!(kept.get(DefinitionKind::Subscriptions, "d", "1").is_none());
-        kept.put(
-            kept.epoch(),
-            DefinitionKind::Subscriptions,
-            "d",
-            "1",
-            10,
-            subs(1),
-        );
-        assert!(kept.get(DefinitionKind::Subscriptions, "d", "1").is_some());
+        assert!(!has(&kept, "d", "1"));
+        keep(&kept, "d", "1", 10);
+        assert!(has(&kept, "d", "1"));
     }
 }
