@@ -7,11 +7,6 @@
 //! The rules are listed in `docs/validation.md`.
 
 use std::collections::{BTreeMap, HashSet};
-
-/// Maps of a group's names and ARNs. foldhash hashes them several times faster than the
-/// standard SipHash (hashing was a visible part of validating a group with many
-/// subscriptions), and its per-map random seed keeps crafted collisions impractical.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::fmt;
 
 use serde::Serialize;
@@ -28,6 +23,11 @@ use crate::bundle::GroupBundle;
 use crate::catalog::{Catalog, ConnectorVersion, ResourceKind, check_value};
 use crate::entity::Entity;
 use crate::topic::TopicFilter;
+
+/// Maps of a group's names and ARNs. foldhash hashes them several times faster than the
+/// standard SipHash (hashing was a visible part of validating a group with many
+/// subscriptions), and its per-map random seed keeps crafted collisions impractical.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Greengrass quotas (AWS General Reference, Greengrass V1 quotas).
 pub mod limits {
